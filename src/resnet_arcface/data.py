@@ -1,0 +1,76 @@
+"""Sample faces that ship with scikit-image, and GFPGAN's preprocessing.
+
+Nothing here downloads: ``skimage.data.astronaut`` and ``skimage.data.lfw_subset``
+are files inside the scikit-image wheel.
+"""
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import INPUT_SIZE
+
+#: ITU-R BT.601 luma weights, as GFPGAN's ``gray_resize_for_identity`` uses them.
+LUMA = (0.2989, 0.5870, 0.1140)
+
+# Rows/cols of Eileen Collins' face in skimage.data.astronaut() (512x512), found by eye.
+_ASTRONAUT_FACE = (slice(20, 220), slice(150, 330))
+
+
+def astronaut_face() -> torch.Tensor:
+    """NASA astronaut Eileen Collins' face from scikit-image, RGB float in [0, 1], shape ``(3, 200, 180)``."""
+    from skimage import data
+
+    img = data.astronaut()[_ASTRONAUT_FACE]  # (H, W, 3) uint8
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255
+
+
+def lfw_faces(n: int = 8) -> torch.Tensor:
+    """The first ``n`` (at most 100) Labeled-Faces-in-the-Wild crops shipped with scikit-image.
+
+    Returns grayscale floats in [0, 1] of shape ``(n, 1, 25, 25)``; they are tiny, so
+    :func:`preprocess` upsamples them. (The subset's last 100 images are non-faces.)
+    """
+    from skimage import data
+
+    if not 1 <= n <= 100:
+        raise ValueError(f"lfw_faces: n must be between 1 and 100 (the subset holds 100 faces), got {n}.")
+    faces = data.lfw_subset()[:n]  # (n, 25, 25) float64
+    return torch.from_numpy(faces).float().unsqueeze(1)
+
+
+def to_gray(images: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` RGB -> ``(N, 1, H, W)`` luma, ``0.2989 R + 0.5870 G + 0.1140 B``."""
+    r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+    return LUMA[0] * r + LUMA[1] * g + LUMA[2] * b
+
+
+def preprocess(images: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
+    """Turn images into the network's input exactly as GFPGAN does.
+
+    Accepts RGB or grayscale floats in [0, 1], batched ``(N, C, H, W)`` or single
+    ``(C, H, W)``, with ``C`` in {1, 3}, of any size. RGB goes to luma with
+    :data:`LUMA`, then everything is resized bilinearly to 128x128
+    (``align_corners=False``).
+
+    Shape:
+        - Input: ``(N, C, H, W)`` or ``(C, H, W)``, ``C`` in {1, 3}
+        - Output: ``(N, 1, 128, 128)``, float32
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"preprocess expects a tensor or array of images, got {type(images).__name__}.")
+    if not images.is_floating_point():
+        raise ValueError(f"preprocess expects float images in [0, 1], got dtype {images.dtype}; "
+                         f"divide uint8 images by 255 first: images.float() / 255.")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"preprocess expects (N, C, H, W) or (C, H, W) with C = 1 (gray) or 3 (RGB), got shape "
+                         f"{tuple(images.shape)}. For an (H, W, C) array from an image library use .permute(2, 0, 1).")
+    images = images.float()
+    if images.shape[1] == 3:
+        images = to_gray(images)
+    return F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
