@@ -220,41 +220,48 @@ def test_some_page_renders_an_equation(page_reports):
 
 
 # --------------------------------------------------------------------------- chapters
-@pytest.mark.parametrize("docname", CHAPTERS)
-def test_previous_and_next_navigation(offline, docname):
-    prev_doc, next_doc = _neighbours(docname)
-    page = offline.open(docname).page
-    if next_doc:
-        page.locator("a.right-next").click()
-        page.wait_for_url(offline.url(next_doc))
-        page.locator("a.left-prev").click()
-        page.wait_for_url(offline.url(docname))
-    if prev_doc:
-        page.locator("a.left-prev").click()
-        page.wait_for_url(offline.url(prev_doc))
-    assert not offline.blocked, f"navigation reached for the network: {offline.blocked}"
+@dataclasses.dataclass
+class Chapter:
+    docname: str
+    browser: OfflineBrowser
+    visit: Visit
+
+    @property
+    def page(self):
+        return self.visit.page
+
+    def assert_still_clean(self):
+        assert not self.visit.page_errors, f"uncaught JavaScript errors on {self.docname}: {self.visit.page_errors}"
+        assert not self.browser.blocked, f"{self.docname} reached for the network: {self.browser.blocked}"
 
 
-@pytest.mark.parametrize("docname", CHAPTERS)
-def test_exercise_solutions_are_hidden_until_clicked(offline, docname):
-    page = offline.open(docname).page
-    assert page.locator(".exercise").count() >= 1, f"{docname} has no exercise (sphinx-exercise)"
+@pytest.fixture(scope="module", params=CHAPTERS)
+def chapter(request, chromium, book_site):
+    """Each chapter loaded once; pytest groups the chapter tests below by chapter."""
+    browser = OfflineBrowser(chromium, book_site)
+    yield Chapter(request.param, browser, browser.open(request.param))
+    browser.close()
+
+
+def test_exercise_solutions_are_hidden_until_clicked(chapter):
+    page = chapter.page
+    assert page.locator(".exercise").count() >= 1, f"{chapter.docname} has no exercise (sphinx-exercise)"
     solutions = page.locator(".solution.dropdown")
-    assert solutions.count() >= 1, f"{docname} has no dropdown solution (`:class: dropdown`)"
+    assert solutions.count() >= 1, f"{chapter.docname} has no dropdown solution (`:class: dropdown`)"
     for i in range(solutions.count()):
         solution = solutions.nth(i)
         body = solution.locator(":scope > :not(.admonition-title)").first
         title = solution.locator(":scope > .admonition-title").inner_text().strip()
         solution.scroll_into_view_if_needed()
-        assert not body.is_visible(), f"{docname}: '{title}' is visible before it is clicked"
+        assert not body.is_visible(), f"{chapter.docname}: '{title}' is visible before it is clicked"
         solution.locator("button.toggle-button").click()
         body.wait_for(state="visible")
         assert "toggle-hidden" not in (solution.get_attribute("class") or "")
+    chapter.assert_still_clean()
 
 
-@pytest.mark.parametrize("docname", CHAPTERS)
-def test_code_cell_copy_button(offline, docname):
-    page = offline.open(docname).page
+def test_code_cell_copy_button(chapter):
+    page = chapter.page
     block = page.locator(".cell_input div.highlight").first
     block.scroll_into_view_if_needed()
     block.hover()
@@ -266,46 +273,66 @@ def test_code_cell_copy_button(offline, docname):
     copied = page.evaluate("navigator.clipboard.readText()")
     expected = block.locator("pre").inner_text()
     assert copied.strip() == expected.strip(), f"clipboard holds {copied[:200]!r}, the cell {expected[:200]!r}"
+    chapter.assert_still_clean()
 
 
-@pytest.mark.parametrize("docname", CHAPTERS)
-def test_download_button_serves_the_notebook(offline, docname):
-    page = offline.open(docname).page
+def test_download_button_serves_the_notebook(chapter):
+    page = chapter.page
     page.locator(".dropdown-download-buttons button.dropdown-toggle").click()
     link = page.locator("a.btn-download-source-button")
     link.wait_for(state="visible")
     href = link.get_attribute("href")
-    assert href.endswith(f"{docname.split('/')[-1]}.ipynb"), f"download link is {href}"
+    assert href.endswith(f"{chapter.docname.split('/')[-1]}.ipynb"), f"download link is {href}"
     got = page.evaluate("async h => { const r = await fetch(h); return [r.status, await r.text()]; }", href)
     assert got[0] == 200, f"{href}: HTTP {got[0]}"
     nb = nbformat.reads(got[1], as_version=nbformat.NO_CONVERT)
     assert nb.nbformat == 4
     nbformat.validate(nb)
     assert any(c.cell_type == "code" for c in nb.cells)
+    page.keyboard.press("Escape")
+    chapter.assert_still_clean()
 
 
-@pytest.mark.parametrize("docname", CHAPTERS)
-def test_launch_and_repository_buttons(offline, docname):
+def test_launch_and_repository_buttons(chapter):
     cfg = book_config()
     repo_url = cfg["repository"]["url"].rstrip("/")
     org_repo = urlparse(repo_url).path.strip("/")
     branch = cfg["repository"].get("branch", "main")
-    prefix = cfg["repository"].get("path_to_book", "").strip("/")
-    path = f"{prefix}/{docname}.ipynb" if prefix else f"{docname}.ipynb"
+    prefix = (cfg["repository"].get("path_to_book") or "").strip("/")
+    path = f"{prefix}/{chapter.docname}.ipynb" if prefix else f"{chapter.docname}.ipynb"
     launch = cfg["launch_buttons"]
     expected = {
         "Colab": f"{launch['colab_url'].rstrip('/')}/github/{org_repo}/blob/{branch}/{path}",
         "Binder": f"{launch['binderhub_url'].rstrip('/')}/v2/gh/{org_repo}/{branch}?urlpath=tree/{path}",
     }
-    page = offline.open(docname).page
+    page = chapter.page
     page.locator(".dropdown-launch-buttons button.dropdown-toggle").click()
     for name, href in expected.items():
         link = page.locator(f'.dropdown-launch-buttons a[href="{href}"]')
-        assert link.count() == 1, f"{docname}: no {name} launch button to {href}"
-        assert link.is_visible(), f"{docname}: the {name} button does not show in the launch menu"
+        assert link.count() == 1, f"{chapter.docname}: no {name} launch button to {href}"
+        link.wait_for(state="visible")
         assert name in link.inner_text()
+    page.keyboard.press("Escape")
     repo_button = page.locator("a.btn-source-repository-button")
     assert repo_button.get_attribute("href").rstrip("/") == repo_url
+    chapter.assert_still_clean()
+
+
+def test_previous_and_next_navigation(chapter):
+    """Next lands on the next toc page and its Previous comes back; the first chapter's Previous too."""
+    prev_doc, next_doc = _neighbours(chapter.docname)
+    page, url = chapter.page, chapter.browser.url
+    if next_doc:
+        page.locator("a.right-next").click()
+        page.wait_for_url(url(next_doc))
+        page.locator("a.left-prev").click()
+        page.wait_for_url(url(chapter.docname))
+    if prev_doc and prev_doc not in CHAPTERS:  # a chapter's Previous is tested from that chapter
+        page.locator("a.left-prev").click()
+        page.wait_for_url(url(prev_doc))
+        page.locator("a.right-next").click()
+        page.wait_for_url(url(chapter.docname))
+    chapter.assert_still_clean()
 
 
 # --------------------------------------------------------------------------- the book
