@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Sphinx flags: nitpicky, warnings are errors, but report them all before failing.
 JB_FLAGS := -W -n --keep-going
 
-.PHONY: book test install execute student clean
+.PHONY: book test install execute student grade clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,21 @@ test: $(STAMP)
 # Re-execute the chapter notebooks in place, so the committed outputs are the current code's.
 execute: $(STAMP)
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb
+
+# Coursework (book/instructors.md). The student edition: stubbed notebooks in student/notebooks/ and the
+# HTML book with solutions hidden in student/_build/html. The instructor edition is `make book`.
+student: $(STAMP)
+	$(BIN)/arcface-student --out student --jb-flags="$(JB_FLAGS)"
+	@echo "Student edition: notebooks in student/notebooks/, book in student/_build/html/index.html"
+
+# Grade completed notebooks: make grade SUBMISSIONS=dir [GRADES=grades/grades.csv] [TIMEOUT=120] [JOBS=1]
+# It RUNS the learners' code: use a throwaway container or VM, or a user without network or secrets.
+GRADES  ?= grades/grades.csv
+TIMEOUT ?= 120
+JOBS    ?= 1
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir [GRADES=$(GRADES)] [TIMEOUT=$(TIMEOUT)] [JOBS=$(JOBS)]"; exit 2; }
+	$(BIN)/arcface-grade "$(SUBMISSIONS)" --out "$(GRADES)" --timeout $(TIMEOUT) --jobs $(JOBS)
 
 clean:
 	rm -rf _build
