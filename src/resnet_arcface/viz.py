@@ -242,22 +242,25 @@ def grouped_bars(labels: Sequence[str], series, ylabel: str, title: Optional[str
 
 
 def feature_map_rows(rows, n: int = 8, size: float = 1.1, title: Optional[str] = None, share_scale: bool = False,
-                     col_titles: Optional[Sequence[str]] = None):
-    """Several feature maps as rows of their first ``n`` channels, each row labelled with its name and shape.
+                     channels: Optional[Sequence[int]] = None, col_titles: Optional[Sequence[str]] = None):
+    """Several feature maps as rows of ``n`` of their channels, each row labelled with its name and shape.
 
     Args:
         rows: Mapping of row name to a feature map ``(C, H, W)`` or ``(1, C, H, W)``.
-        n: Channels shown per row.
+        n: Channels shown per row (the first ``n``, unless ``channels`` says which).
         share_scale: If True, all images in a column share one colour scale (to compare a channel
             before and after an operation); otherwise each image is scaled on its own.
+        channels: Channel indices to show, the same for every row (overrides ``n``).
         col_titles: Titles above the columns (default ``"ch 0"``, ``"ch 1"``, ...).
     """
     maps = {name: (_as_numpy(m[0]) if m.dim() == 4 else _as_numpy(m)) for name, m in rows.items()}
+    channels = list(channels) if channels is not None else list(range(n))
+    n = len(channels)
     fig, axes = plt.subplots(len(maps), n, figsize=(size * n + 1.2, size * len(maps) + (0.4 if title else 0.1)),
                              squeeze=False)
     for r, (name, m) in enumerate(maps.items()):
-        for c in range(n):
-            ax = axes[r, c]
+        for k, c in enumerate(channels):
+            ax = axes[r, k]
             ax.set_xticks([])
             ax.set_yticks([])
             if c >= m.shape[0]:
@@ -269,7 +272,7 @@ def feature_map_rows(rows, n: int = 8, size: float = 1.1, title: Optional[str] =
             else:
                 ax.imshow(m[c], cmap="viridis")
             if r == 0:
-                ax.set_title(col_titles[c] if col_titles is not None else f"ch {c}", fontsize=8)
+                ax.set_title(col_titles[k] if col_titles is not None else f"ch {c}", fontsize=8)
         axes[r, 0].set_ylabel(f"{name}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}", fontsize=8, rotation=0,
                               ha="right", va="center")
     if title:
