@@ -484,23 +484,28 @@ def test_a_worker_past_its_hard_limit_is_killed_with_its_kernel(tmp_path, monkey
 
 
 @pytest.mark.timeout(200)
-def test_grading_a_folder_per_learner_with_the_cli(tmp_path, capsys):
+def test_grading_a_folder_per_learner_with_the_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARCFACE_TEST_SECRET", "hunter2")  # must not reach the learners' kernels
+    not_in_env = 'import os\nif "ARCFACE_TEST_SECRET" in os.environ:\n    del MySEBlock'
     folder = write_submissions(tmp_path / "subs", {
-        "frank": {"01_conv3x3": [IMPORTS, CONV_OK], "04_se_block": [IMPORTS, CONV_BIAS, SE_OK]},
+        "frank": {"01_conv3x3": [IMPORTS, CONV_OK], "04_se_block": [IMPORTS, CONV_BIAS, SE_OK, not_in_env]},
+        "gina": [IMPORTS, "def my_conv3x3(*args, **kwargs):\n    while True:\n        pass"],  # hangs in the check
         "broken": [],
     })
     (folder / "broken.ipynb").write_text("{ not a notebook")
     out = tmp_path / "grades.csv"
-    assert grade.main([str(folder), "--out", str(out), "--timeout", "30", "--jobs", "2",
+    assert grade.main([str(folder), "--out", str(out), "--timeout", "30", "--check-timeout", "5", "--jobs", "2",
                        "--exercises", "conv3x3,se_block,ir_block"]) == 0
     with out.open(newline="", encoding="utf-8") as handle:
         rows = [(r["learner"], r["exercise"], r["passed"], r["message"]) for r in csv.DictReader(handle)]
     assert [r[:3] for r in rows] == [
         ("broken", "conv3x3", "false"), ("broken", "se_block", "false"), ("broken", "ir_block", "false"),
         ("frank", "conv3x3", "true"), ("frank", "se_block", "true"), ("frank", "ir_block", "false"),
+        ("gina", "conv3x3", "false"), ("gina", "se_block", "false"), ("gina", "ir_block", "false"),
     ]
     assert rows[0][3].startswith("could not read the notebook")
     assert rows[5][3] == "MyIRBlock not defined"
+    assert rows[6][3] == "the check timed out after 5 s"
     assert grade.main([str(folder), "--out", str(out), "--exercises", "nope"]) == 2
     assert "unknown exercise(s) nope" in capsys.readouterr().err
 

@@ -32,6 +32,8 @@ How one notebook is graded
 
 What the grader trusts, and what it does not
 --------------------------------------------
+The grader needs a POSIX system (Linux, macOS): it uses process groups and ``SIGALRM``.
+
 It RUNS THE LEARNERS' CODE with the grader's permissions. Run it in a throwaway container or VM, or at least as
 an unprivileged user with no network and no secrets in its home folder or files. The environment allow-list
 and the temporary working folder are hygiene, not a sandbox.
@@ -205,7 +207,6 @@ def grade_notebook(job: dict) -> Dict[str, Result]:
     """Execute one learner notebook and grade it (runs inside the worker process). See the module docstring."""
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     exercises = [tuple(e) for e in job["exercises"]]
     timeout, per_check = float(job["timeout"]), float(job["check_timeout"])
@@ -221,16 +222,32 @@ def grade_notebook(job: dict) -> Dict[str, Result]:
     workdir = Path(tempfile.mkdtemp(prefix="arcface-grade-work-"))
     nonce = secrets.token_hex(16)
     results_path = private / f"{secrets.token_hex(8)}.json"
-    deadline = [math.inf]
+    deadline = [math.inf]  # the time limit of the cell being run: the notebook's, then the grader cell's
+
+    def remaining(cell) -> int:
+        return max(1, math.ceil(deadline[0] - time.monotonic()))
+
     client = NotebookClient(
         nb, kernel_name=job.get("kernel", "python3"), allow_errors=True, interrupt_on_timeout=False,
         shutdown_kernel="immediate", startup_timeout=STARTUP_TIMEOUT, record_timing=False,
-        resources={"metadata": {"path": str(workdir)}},
-        timeout_func=lambda cell: max(1, math.ceil(deadline[0] - time.monotonic())),
+        resources={"metadata": {"path": str(workdir)}}, timeout_func=remaining,
     )
+    try:
+        return _execute_and_check(client, nb, job, exercises, timeout, per_check, nonce, results_path, deadline)
+    finally:
+        _rmtree(workdir)
+        _rmtree(private)
+
+
+def _execute_and_check(client, nb, job, exercises, timeout: float, per_check: float, nonce: str,
+                       results_path: Path, deadline: List[float]) -> Dict[str, Result]:
+    """Run the learner's cells, then the grader cell, in one kernel; read the results once it is shut down."""
+    import nbformat
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
     where = "starting the kernel"
     try:
-        with client.setup_kernel(cwd=str(workdir), env=job["env"]):
+        with client.setup_kernel(cwd=client.resources["metadata"]["path"], env=job["env"]):
             pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
             if pid and job.get("pid_file"):
                 Path(job["pid_file"]).write_text(str(pid))
@@ -247,6 +264,7 @@ def grade_notebook(job: dict) -> Dict[str, Result]:
             nb.cells.append(grader)
             deadline[0] = time.monotonic() + per_check * len(exercises) + 30
             client.execute_cell(grader, len(nb.cells) - 1)
+        # The kernel is shut down here: nothing the learner left running can touch the results any more.
     except CellTimeoutError:
         if where == "the grader's checks":
             return _read_results(results_path, nonce, exercises, "the grader's checks timed out")
@@ -255,12 +273,7 @@ def grade_notebook(job: dict) -> Dict[str, Result]:
         return _all(exercises, f"the kernel died (crashed or exited) while running {where}")
     except Exception as error:  # the kernel failed to start, the zmq channels broke, ...
         return _all(exercises, f"grading failed while {where}: {type(error).__name__}: {error}")
-    finally:
-        _rmtree(workdir)
-    try:
-        return _read_results(results_path, nonce, exercises, "the grader cell did not report a result")
-    finally:
-        _rmtree(private)
+    return _read_results(results_path, nonce, exercises, "the grader cell did not report a result")
 
 
 def _read_results(path: Path, nonce: str, exercises, missing: str) -> Dict[str, Result]:
