@@ -1,0 +1,270 @@
+"""The exercise self-checks accept correct implementations and reject every known mistake.
+
+Two kinds of evidence:
+
+* every mutant in ``tests/mutants/`` (the reference with one mistake) is rejected with a
+  :class:`CheckFailed` whose message names that specific mistake;
+* the package's own components and an independent from-scratch implementation (below,
+  written without the package and in a slightly different style) pass and print one line.
+"""
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import resnet_arcface as ra
+from resnet_arcface.checks import (EXERCISES, CheckFailed, check_basic_block, check_bottleneck, check_conv3x3,
+                                   check_ir_block, check_resnet_arcface, check_se_block)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mutants import MUTANTS  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# An independent, correct implementation of every component (no code from the package)
+# ---------------------------------------------------------------------------------------------
+
+def scratch_conv3x3(inplanes: int, outplanes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(inplanes, outplanes, kernel_size=(3, 3), stride=(stride, stride), padding=(1, 1), bias=False)
+
+
+class ScratchBasicBlock(nn.Module):
+    """Uses F.relu instead of a ReLU module: the check must accept what computes the same thing."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None):
+        super().__init__()
+        self.conv1 = scratch_conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = scratch_conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(identity + self.bn2(self.conv2(out)))
+
+
+class ScratchBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None):
+        super().__init__()
+        width, out = planes, planes * self.expansion
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU()
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ScratchSEBlock(nn.Module):
+    """Squeezes with x.mean instead of an AdaptiveAvgPool2d module."""
+
+    def __init__(self, channel: int, reduction: int = 16):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(channel, channel // reduction), nn.PReLU(),
+                                nn.Linear(channel // reduction, channel), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.fc(x.mean(dim=(2, 3)))
+        return x * gate[:, :, None, None]
+
+
+class ScratchIRBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
+                 use_se: bool = True):
+        super().__init__()
+        self.bn0 = nn.BatchNorm2d(inplanes)
+        self.conv1 = scratch_conv3x3(inplanes, inplanes)
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.prelu = nn.PReLU()
+        self.conv2 = scratch_conv3x3(inplanes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.use_se = use_se
+        if use_se:
+            self.se = ScratchSEBlock(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(self.bn0(x))))))
+        if self.use_se:
+            out = self.se(out)
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.prelu(out + identity)
+
+
+class ScratchResNetArcFace(nn.Module):
+    def __init__(self, block="IRBlock", layers=(2, 2, 2, 2), use_se: bool = True):
+        super().__init__()
+        block = {"IRBlock": ScratchIRBlock}.get(block, block)
+        self.use_se = use_se
+        self.conv1 = nn.Conv2d(1, 64, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.prelu = nn.PReLU()
+        self.maxpool = nn.MaxPool2d(2, 2)
+        widths, strides, inplanes = (64, 128, 256, 512), (1, 2, 2, 2), 64
+        for i, (n, width, stride) in enumerate(zip(layers, widths, strides), start=1):
+            downsample = None
+            if stride != 1 or inplanes != width:
+                downsample = nn.Sequential(nn.Conv2d(inplanes, width, 1, stride=stride, bias=False),
+                                           nn.BatchNorm2d(width))
+            blocks = [block(inplanes, width, stride, downsample, use_se=use_se)]
+            blocks += [block(width, width, use_se=use_se) for _ in range(n - 1)]
+            setattr(self, f"layer{i}", nn.Sequential(*blocks))
+            inplanes = width
+        self.bn4 = nn.BatchNorm2d(512)
+        self.dropout = nn.Dropout(p=0.5)
+        self.fc5 = nn.Linear(512 * 8 * 8, 512)
+        self.bn5 = nn.BatchNorm1d(512)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.prelu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.dropout(self.bn4(x)), 1)
+        return self.bn5(self.fc5(x))
+
+
+CORRECT = [
+    ("conv3x3", ra.conv3x3), ("conv3x3", scratch_conv3x3),
+    ("basic_block", ra.BasicBlock), ("basic_block", ScratchBasicBlock),
+    ("bottleneck", ra.Bottleneck), ("bottleneck", ScratchBottleneck),
+    ("se_block", ra.SEBlock), ("se_block", ScratchSEBlock),
+    ("ir_block", ra.IRBlock), ("ir_block", ScratchIRBlock),
+    ("resnet_arcface", ra.ResNetArcFace), ("resnet_arcface", ScratchResNetArcFace),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("exercise, obj", CORRECT, ids=[f"{e}-{o.__name__}" for e, o in CORRECT])
+def test_correct_implementation_passes_with_one_line(exercise, obj, capsys):
+    check = EXERCISES[exercise][1]
+    assert check(obj) is None
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{check.__name__}: all ") and "configurations match the reference" in lines[0]
+
+
+@pytest.mark.parametrize("m", MUTANTS, ids=[m.id for m in MUTANTS])
+def test_mutant_is_rejected_with_a_specific_message(m, capsys):
+    check = EXERCISES[m.exercise][1]
+    with pytest.raises(CheckFailed) as info:
+        check(m.obj)
+    message = str(info.value)
+    for phrase in m.expect:
+        assert phrase in message, f"expected {phrase!r} in:\n{message}"
+    # Self-contained: names the check and the learner's object, says what and (usually) how to fix it;
+    # no chained traceback from inside torch, nothing printed.
+    assert message.startswith(f"{check.__name__} failed for {m.id}")
+    assert "Problem: " in message
+    assert info.value.__suppress_context__ and info.value.problem
+    assert capsys.readouterr().out == ""
+
+
+def test_there_is_a_mutant_for_every_listed_mistake():
+    wanted = {  # mistake -> (exercise, phrase its mutant's message contains)
+        "bias left on": ("conv3x3", "bias=False because BatchNorm follows"),
+        "padding 0": ("conv3x3", "padding is 0 but should be 1"),
+        "stride on the wrong convolution": ("ir_block", "the stride is on conv1 but the reference puts it on conv2"),
+        "missing downsample": ("ir_block", "missing downsample"),
+        "downsample without BN": ("resnet_arcface", "no BatchNorm2d"),
+        "downsample with the wrong stride": ("resnet_arcface", "stride is 1 but should be 2"),
+        "ReLU for PReLU": ("ir_block", "ReLU where the reference uses PReLU"),
+        "two PReLUs": ("ir_block", "two PReLU modules (prelu, prelu2)"),
+        "SE reduction": ("se_block", "SE bottleneck width is"),
+        "SE without sigmoid": ("se_block", "SE gate has no Sigmoid"),
+        "SE after the addition": ("ir_block", "SE applied after the residual addition"),
+        "batch norm in the wrong place": ("ir_block", "batch norm in the wrong place"),
+        "missing bn0": ("ir_block", "bn0 missing"),
+        "no activation after the addition": ("ir_block", "no activation after the addition"),
+        "wrong fc5": ("resnet_arcface", "fc5 expects"),
+        "missing dropout": ("resnet_arcface", "dropout missing"),
+        "missing bn5": ("resnet_arcface", "bn5 missing"),
+        "default init": ("resnet_arcface", "initialisation differs"),
+        "BasicBlock final ReLU": ("basic_block", "no activation after the addition"),
+        "Bottleneck expansion": ("bottleneck", "expansion is 1"),
+        "no residual": ("bottleneck", "no residual"),
+        "student stub": ("ir_block", "not implemented yet"),
+    }
+    have = {(m.exercise, phrase) for m in MUTANTS for phrase in m.expect}
+    missing = [k for k, (ex, phrase) in wanted.items() if not any(e == ex and phrase in p for e, p in have)]
+    assert not missing
+
+
+def test_messages_of_one_exercise_are_distinct():
+    """Each mutant's registered phrases single it out among the mutants of its exercise."""
+    for m in MUTANTS:
+        others = [o for o in MUTANTS if o.exercise == m.exercise and o is not m]
+        assert all(set(o.expect) != set(m.expect) for o in others), m.id
+
+
+def test_registry_matches_the_chapters():
+    assert {k: v[0] for k, v in EXERCISES.items()} == {
+        "conv3x3": "my_conv3x3", "basic_block": "MyBasicBlock", "bottleneck": "MyBottleneck",
+        "se_block": "MySEBlock", "ir_block": "MyIRBlock", "resnet_arcface": "MyResNetArcFace"}
+    assert [v[1] for v in EXERCISES.values()] == [check_conv3x3, check_basic_block, check_bottleneck,
+                                                   check_se_block, check_ir_block, check_resnet_arcface]
+
+
+class _NoArguments(nn.Module):
+    expansion = 1
+
+
+@pytest.mark.parametrize("bad, phrase", [
+    (None, "got None"),
+    (ra.IRBlock(32, 32), "pass the class itself"),
+    (_NoArguments, r"(?s)raised TypeError: .* It must accept \(inplanes, planes, stride=1, downsample=None, "
+                   r"use_se=True\)"),
+    (42, "expected a subclass of nn.Module"),
+])
+def test_wrong_kind_of_object_gives_a_friendly_message(bad, phrase):
+    with pytest.raises(CheckFailed, match=phrase):
+        check_ir_block(bad)
+
+
+def test_learners_random_state_is_left_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    check_ir_block(ra.IRBlock)
+    with pytest.raises(CheckFailed):
+        check_conv3x3(lambda i, o, stride=1: nn.Conv2d(i, o, 3, stride, 1))
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_forward_error_is_summarised_not_raised():
+    class Broken(ra.IRBlock):
+        def forward(self, x):
+            return self.conv2(x.flatten(1))  # a shape error deep inside torch
+
+    with pytest.raises(CheckFailed) as info:
+        check_ir_block(Broken)
+    assert "your forward raised RuntimeError" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
