@@ -19,10 +19,14 @@ def test_sample_faces_ship_with_scikit_image():
 
 def test_preprocess_is_gfpgans_formula():
     rgb = torch.rand(2, 3, 60, 50)
-    # GFPGAN's gray_resize_for_identity, written out independently.
-    gray = (0.2989 * rgb[:, 0] + 0.5870 * rgb[:, 1] + 0.1140 * rgb[:, 2]).unsqueeze(1)
+    # GFPGAN normalises to [-1, 1], then applies gray_resize_for_identity (written out independently).
+    normalised = (rgb - 0.5) / 0.5
+    gray = (0.2989 * normalised[:, 0] + 0.5870 * normalised[:, 1] + 0.1140 * normalised[:, 2]).unsqueeze(1)
     expected = F.interpolate(gray, (128, 128), mode="bilinear", align_corners=False)
     torch.testing.assert_close(preprocess(rgb), expected)
+    torch.testing.assert_close(preprocess(normalised, value_range=(-1, 1)), expected)
+    with pytest.raises(ValueError, match="high > low"):
+        preprocess(rgb, value_range=(1, 0))
 
 
 @pytest.mark.parametrize("shape", [(3, 40, 40), (1, 25, 25), (4, 1, 25, 30), (2, 3, 128, 128)])

@@ -38,7 +38,8 @@ def check_input(x: object, training: bool = False) -> None:
     sized for the 8x8 map that a 128x128 input leaves after the stem's max-pool
     and three stride-2 stages, and ``conv1`` takes one (grayscale) channel.
     """
-    fix = "Use resnet_arcface.preprocess(images) to turn RGB or grayscale images in [0, 1] into this input."
+    fix = ("Use resnet_arcface.preprocess(images) to turn RGB or grayscale images in [0, 1] into this input "
+           "(gray, 128x128, values in [-1, 1], as GFPGAN feeds it).")
     expected = f"a float tensor of shape (N, {INPUT_CHANNELS}, {INPUT_SIZE}, {INPUT_SIZE})"
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"ResNetArcFace expects {expected}, got {type(x).__name__}. {fix}")
@@ -81,7 +82,7 @@ class ResNetArcFace(nn.Module):
         use_se: Whether IRBlocks carry an SE gate. Default: True (GFPGAN uses False).
 
     Shape:
-        - Input: ``(N, 1, 128, 128)``, float (grayscale faces; see :func:`resnet_arcface.preprocess`).
+        - Input: ``(N, 1, 128, 128)``, float gray faces in [-1, 1] (see :func:`resnet_arcface.preprocess`).
         - Output: ``(N, 512)``, the embedding. ``N >= 2`` in train mode.
     """
 
@@ -156,7 +157,7 @@ class ResNetArcFace(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"block={self.block.__name__}, layers={self.layers}, use_se={self.use_se}; "
-                f"input (N, 1, 128, 128) float, output (N, 512)")
+                f"input (N, 1, 128, 128) float in [-1, 1], output (N, 512)")
 
 
 def resnet_arcface18(weights: Union[str, Path, None] = None, map_location: Union[str, torch.device] = "cpu") -> ResNetArcFace:

@@ -119,8 +119,11 @@ def draw_architecture(model=None):
 
     from .model import resnet_arcface18
 
-    model = (model or resnet_arcface18()).eval()
-    measured = dict(stage_shapes(model, torch.zeros(1, 1, 128, 128)))
+    model = model or resnet_arcface18()
+    was_training = model.training
+    device = next(model.parameters()).device
+    measured = dict(stage_shapes(model.eval(), torch.zeros(1, 1, 128, 128, device=device)))
+    model.train(was_training)
     steps = [("input\ngray face", (1, 128, 128), COLORS["muted"], ""),
              ("stem\nconv3x3-BN-PReLU\nmaxpool", measured["maxpool"], COLORS["package"], "ch. 1, 6"),
              ("layer1\n2 x IRBlock", measured["layer1"], COLORS["notebook"], "ch. 2-5"),
