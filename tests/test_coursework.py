@@ -374,14 +374,18 @@ CHEAT = textwrap.dedent("""\
     sys.modules["resnet_arcface.checks"] = fake
     # 3. a results line in the grader's format, without the nonce
     print('{"nonce": "guess", "results": {"conv3x3": [true, "ok"], "se_block": [true, "ok"]}}')
-    c.check_conv3x3(my_conv3x3)""")
+    c.check_conv3x3(my_conv3x3)
+    # 4. patch the engine the checks import: every check would print its success line and compare nothing
+    import resnet_arcface.check_engine as engine
+    engine._run_check = lambda spec, obj, cases, want_class=True: print(
+        f"{spec.check}: all {len(cases)} configurations match the reference ({spec.what}) ✓")""")
 
 SUBMISSIONS = {
     "alice": [IMPORTS, CONV_OK, "1 / 0  # a failing cell does not stop the rest", SE_OK],  # correct
     "bob": [IMPORTS, CONV_BIAS],  # a known mistake, and no SE block
     "carol": [IMPORTS, CONV_OK, "import os\nos._exit(1)", SE_OK],  # the kernel dies
     "dave": [IMPORTS, CONV_OK, SE_OK, "import time\ntime.sleep(1e6)"],  # hangs
-    "eve": [IMPORTS, CONV_NONE, SE_RELU, CHEAT],  # cheats
+    "eve": [IMPORTS, CONV_NONE, SE_RELU, CHEAT],  # cheats, also by patching resnet_arcface.check_engine
 }
 TIMEOUT = 20
 

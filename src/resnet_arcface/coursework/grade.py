@@ -17,13 +17,16 @@ How one notebook is graded
    with an environment reduced to a short allow-list (no tokens or credentials from the grader's environment).
 2. It executes the learner's code cells in order with ``allow_errors``: a failing cell does not stop the rest.
    The whole notebook gets ``--timeout`` seconds of wall-clock time (kernel start-up not counted).
-3. It then sends one grader cell of its own. That cell loads ``resnet_arcface/checks.py`` afresh from its file
-   (a new module object, so patching the imported ``resnet_arcface.checks`` or its ``EXERCISES`` changes
-   nothing), looks up each exercise's object by its fixed name in the kernel's namespace, runs the check on it
-   with stdout captured and a per-check alarm (``--check-timeout``), and writes the results, together with a
-   random nonce generated for this notebook, to a file in a private temporary folder. The worker reads that
-   file and keeps it only if the nonce matches. The learner's printed output is never read: a notebook that
-   prints ``check_conv3x3: ... ✓`` without passing is graded as failed.
+3. It then sends one grader cell of its own. That cell loads the checks' engine (``ENGINE_MODULES``:
+   ``resnet_arcface/check_structure.py``, then ``check_engine.py``) and then ``resnet_arcface/checks.py``
+   afresh from their files. Each new module object is registered in ``sys.modules`` under its name while the
+   later ones execute, so ``checks.py`` imports the fresh engine; then whatever was there before is put back.
+   So patching the imported ``resnet_arcface.checks``, its ``EXERCISES`` or ``resnet_arcface.check_engine``
+   changes nothing. The cell looks up each exercise's object by its fixed name in the kernel's namespace, runs
+   the check on it with stdout captured and a per-check alarm (``--check-timeout``), and writes the results,
+   together with a random nonce generated for this notebook, to a file in a private temporary folder. The
+   worker reads that file and keeps it only if the nonce matches. The learner's printed output is never read:
+   a notebook that prints ``check_conv3x3: ... ✓`` without passing is graded as failed.
 4. Outcomes: object missing -> ``"MyIRBlock not defined"``; the check raises -> its message (e.g. the
    ``CheckFailed`` text); the notebook runs past the limit -> every exercise ``"timed out after N s"``; the
    kernel dies (``os._exit``, a segfault, running out of memory) -> every exercise ``"kernel died ..."``.
@@ -41,7 +44,8 @@ and the temporary working folder are hygiene, not a sandbox.
 It trusts the installed ``resnet_arcface`` package and its checks, and it trusts nothing the notebook prints.
 Its defences against a learner who games the checks are best-effort, because the checks run in the same
 Python process as the learner's code. They stop: printing a fake success line, redefining or monkeypatching
-the check functions, ``EXERCISES`` or the ``resnet_arcface.checks`` module, writing fake result lines (no
+the check functions, ``EXERCISES``, the ``resnet_arcface.checks`` module or the engine it imports
+(``resnet_arcface.check_engine``, ``resnet_arcface.check_structure``), writing fake result lines (no
 nonce), ``sys.exit``/``exit()`` and infinite loops. They do not stop code written to attack the grader
 itself, e.g. patching ``torch`` (``torch.allclose = lambda *a, **k: True``) or the reference modules the
 checks compare with, IPython input transformers or ``pre_run_cell`` hooks that rewrite the grader cell (and
@@ -67,6 +71,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 CHECKS_MODULE = "resnet_arcface.checks"
+# The modules the checks import their comparison machinery from, in the order the grader cell loads them afresh
+# before the checks module (each one's dependencies first).
+ENGINE_MODULES = ("resnet_arcface.check_structure", "resnet_arcface.check_engine")
 STARTUP_TIMEOUT = 60  # seconds for a kernel to start
 HARD_LIMIT_SLACK = 30  # seconds on top of every other limit before the parent kills a worker
 FIELDS = ("learner", "exercise", "passed", "message")
@@ -80,7 +87,7 @@ Result = Tuple[bool, str]
 # The grader cell, filled in per notebook. It runs after the learner's cells, in their kernel. It uses only
 # builtins and the standard library, and removes its own names from the learner's namespace when done.
 GRADER_CELL = r'''
-def __arcface_grade(nonce, results_path, checks_name, checks_path, exercises, per_check):
+def __arcface_grade(nonce, results_path, engine, checks_name, checks_path, exercises, per_check):
     import contextlib, importlib.util, io, json, signal
     results = {}
 
@@ -88,20 +95,28 @@ def __arcface_grade(nonce, results_path, checks_name, checks_path, exercises, pe
         with open(results_path, "w", encoding="utf-8") as handle:
             json.dump({"nonce": nonce, "results": results}, handle)
 
-    try:  # a fresh module from the installed file: the learner's patches to the imported one do not apply
+    try:  # fresh modules from the installed files: the learner's patches to the imported ones do not apply
         import sys
-        spec = importlib.util.spec_from_file_location(checks_name, checks_path)
-        checks = importlib.util.module_from_spec(spec)
-        previous = sys.modules.get(checks_name)
-        sys.modules[checks_name] = checks  # dataclasses look their module up while it executes
+        absent = object()
+        # The engine first, then the checks; each stays in sys.modules under its name while the later ones
+        # execute, so that their `from resnet_arcface.check_engine import ...` gets the fresh module (and
+        # dataclasses, which look their module up while it executes, find it). Then the learner's entries
+        # (or their absence) are put back.
+        modules = [tuple(entry) for entry in engine] + [(checks_name, checks_path)]
+        previous = {name: sys.modules.get(name, absent) for name, _ in modules}
         try:
-            spec.loader.exec_module(checks)
+            for name, path in modules:
+                spec = importlib.util.spec_from_file_location(name, path)
+                fresh = importlib.util.module_from_spec(spec)
+                sys.modules[name] = fresh
+                spec.loader.exec_module(fresh)
         finally:
-            if previous is None:
-                sys.modules.pop(checks_name, None)
-            else:
-                sys.modules[checks_name] = previous
-        table = dict(checks.EXERCISES)
+            for name, module in previous.items():
+                if module is absent:
+                    sys.modules.pop(name, None)
+                else:
+                    sys.modules[name] = module
+        table = dict(fresh.EXERCISES)  # the checks module, loaded last
     except BaseException as error:
         results["__grader__"] = [False, f"could not load the checks: {type(error).__name__}: {error}"]
         dump()
@@ -184,6 +199,19 @@ def load_exercises(checks: str = CHECKS_MODULE) -> Tuple[List[Tuple[str, str]], 
     return [(ex, entry[0]) for ex, entry in table.items()], name, path
 
 
+def engine_files() -> List[Tuple[str, str]]:
+    """``[(module_name, file_path), ...]`` of ``ENGINE_MODULES``, which the grader cell loads before the checks."""
+    import importlib.util
+
+    files = []
+    for name in ENGINE_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            raise ImportError(f"arcface-grade: cannot find the checks' engine module {name}.")
+        files.append((name, str(Path(spec.origin).resolve())))
+    return files
+
+
 def kernel_env(jobs: int = 1) -> Dict[str, str]:
     """The learner kernel's environment: the allow-listed variables, a headless matplotlib, and a fair
     share of CPU threads when ``jobs`` notebooks run at once."""
@@ -258,8 +286,8 @@ def _execute_and_check(client, nb, job, exercises, timeout: float, per_check: fl
                     return _all(exercises, f"timed out after {_seconds(timeout)} s")
                 client.execute_cell(cell, index)
             where = "the grader's checks"
-            arguments = (nonce, str(results_path), job["checks_name"], job["checks_path"],
-                         [list(e) for e in exercises], per_check)
+            arguments = (nonce, str(results_path), [list(e) for e in job["engine"]], job["checks_name"],
+                         job["checks_path"], [list(e) for e in exercises], per_check)
             grader = nbformat.v4.new_code_cell(GRADER_CELL.replace("__ARCFACE_GRADER_ARGUMENTS__", repr(arguments)))
             nb.cells.append(grader)
             deadline[0] = time.monotonic() + per_check * len(exercises) + 30
@@ -348,12 +376,18 @@ def _hard_limit(timeout: float, check_timeout: float, n_exercises: int) -> float
 
 
 def run_worker(notebook: Path, exercises, checks_name: str, checks_path: str, timeout: float,
-               check_timeout: float, env: Dict[str, str], kernel: str = "python3") -> Dict[str, Result]:
-    """Grade one notebook in a worker subprocess, killing it (and its kernel) past a hard time limit."""
+               check_timeout: float, env: Dict[str, str], kernel: str = "python3",
+               engine: Optional[Sequence[Tuple[str, str]]] = None) -> Dict[str, Result]:
+    """Grade one notebook in a worker subprocess, killing it (and its kernel) past a hard time limit.
+
+    ``engine`` is :func:`engine_files` unless given: the modules loaded afresh before the checks.
+    """
+    engine = engine_files() if engine is None else engine
     with tempfile.TemporaryDirectory(prefix="arcface-grade-job-") as tmp:
         job = {
             "notebook": str(notebook), "exercises": [list(e) for e in exercises], "timeout": timeout,
-            "check_timeout": check_timeout, "checks_name": checks_name, "checks_path": checks_path,
+            "check_timeout": check_timeout, "engine": [list(e) for e in engine],
+            "checks_name": checks_name, "checks_path": checks_path,
             "env": env, "kernel": kernel, "pid_file": str(Path(tmp) / "kernel.pid"),
             "result_file": str(Path(tmp) / "result.json"),
         }
@@ -401,6 +435,7 @@ def grade_submissions(folder: Path, out: Path, timeout: float = 120, check_timeo
                       kernel: str = "python3", quiet: bool = False) -> List[Dict[str, str]]:
     """Grade every learner in ``folder`` and write the CSV to ``out``. Returns the rows written."""
     table, checks_name, checks_path = load_exercises(checks)
+    engine = engine_files()
     if exercises:
         known = dict(table)
         unknown = [e for e in exercises if e not in known]
@@ -415,7 +450,7 @@ def grade_submissions(folder: Path, out: Path, timeout: float = 120, check_timeo
     start = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {pool.submit(run_worker, nb, table, checks_name, checks_path, timeout, check_timeout, env,
-                               kernel): (learner, nb) for learner, nb in tasks}
+                               kernel, engine): (learner, nb) for learner, nb in tasks}
         for future in concurrent.futures.as_completed(futures):
             learner, nb = futures[future]
             per_notebook[(learner, nb)] = future.result()
