@@ -28,7 +28,7 @@ test: $(STAMP)
 
 # Re-execute the chapter notebooks in place, so the committed outputs are the current code's.
 execute: $(STAMP)
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb book/*.ipynb
 
 # Coursework (book/instructors.md). The student edition: stubbed notebooks in student/notebooks/ and the
 # HTML book with solutions hidden in student/_build/html. The instructor edition is `make book`.
