@@ -246,8 +246,13 @@ def chapter(request, chromium, book_site):
 def test_exercise_solutions_are_hidden_until_clicked(chapter):
     page = chapter.page
     assert page.locator(".exercise").count() >= 1, f"{chapter.docname} has no exercise (sphinx-exercise)"
+    every_solution = page.locator(".solution.admonition")
+    assert every_solution.count() >= 1, f"{chapter.docname} has no solution (sphinx-exercise)"
+    unfolded = [every_solution.nth(i).locator(":scope > .admonition-title").inner_text().strip()
+                for i in range(every_solution.count())
+                if "dropdown" not in (every_solution.nth(i).get_attribute("class") or "").split()]
+    assert not unfolded, f"{chapter.docname}: {unfolded} shown unfolded; give each solution `:class: dropdown`"
     solutions = page.locator(".solution.dropdown")
-    assert solutions.count() >= 1, f"{chapter.docname} has no dropdown solution (`:class: dropdown`)"
     for i in range(solutions.count()):
         solution = solutions.nth(i)
         body = solution.locator(":scope > :not(.admonition-title)").first
