@@ -93,20 +93,24 @@ def heatmap(matrix, labels: Optional[Sequence[str]] = None, title: Optional[str]
     return fig
 
 
-def stage_shapes(model, x: torch.Tensor):
-    """``[(name, output shape)]`` for the stem, the four stages and the head, measured with forward hooks."""
-    names = ["maxpool", "layer1", "layer2", "layer3", "layer4", "bn5"]
-    shapes, hooks = {}, []
-    for name in names:
-        hooks.append(getattr(model, name).register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))))
+def shape_trace(module, x: torch.Tensor, names: Optional[Sequence[str]] = None):
+    """``[(name, output shape)]`` of ``module``'s children (or just ``names``) in the order they run.
+
+    Measured with forward hooks under ``torch.no_grad()``, so a child called twice (IRBlock's shared
+    ``prelu``) appears twice.
+    """
+    trace, hooks = [], []
+    for name, child in module.named_children():
+        if names is None or name in names:
+            hooks.append(child.register_forward_hook(
+                lambda _m, _i, out, name=name: trace.append((name, tuple(out.shape)))))
     try:
         with torch.no_grad():
-            model(x)
+            module(x)
     finally:
         for h in hooks:
             h.remove()
-    return [(name, shapes[name]) for name in names]
+    return trace
 
 
 def draw_architecture(model=None):
@@ -122,7 +126,9 @@ def draw_architecture(model=None):
     model = model or resnet_arcface18()
     was_training = model.training
     device = next(model.parameters()).device
-    measured = dict(stage_shapes(model.eval(), torch.zeros(1, 1, 128, 128, device=device)))
+    stages = ("maxpool", "layer1", "layer2", "layer3", "layer4", "bn5")
+    measured = {name: shape[1:] for name, shape in
+                shape_trace(model.eval(), torch.zeros(1, 1, 128, 128, device=device), stages)}
     model.train(was_training)
     steps = [("input\ngray face", (1, 128, 128), COLORS["muted"], ""),
              ("stem\nconv3x3-BN-PReLU\nmaxpool", measured["maxpool"], COLORS["package"], "ch. 1, 6"),
