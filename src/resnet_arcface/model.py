@@ -1,7 +1,7 @@
 """ResNetArcFace: the 512-d face-embedding network GFPGAN uses for its identity loss."""
 import inspect
 from pathlib import Path
-from typing import Sequence, Type, Union
+from typing import Any, Dict, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -13,9 +13,13 @@ BlockType = Type[Union[BasicBlock, Bottleneck, IRBlock]]
 #: Block names accepted by :class:`ResNetArcFace` (the reference maps only ``'IRBlock'``).
 BLOCKS = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck, "IRBlock": IRBlock}
 
-#: The one input shape the network accepts: a batch of grayscale 128x128 faces.
+#: GFPGAN's input: a batch of grayscale 128x128 faces. Other sizes are a constructor argument.
 INPUT_CHANNELS, INPUT_SIZE = 1, 128
 EMBEDDING_DIM = 512
+#: GFPGAN's stage widths (stem and stages 1-4).
+WIDTHS = (64, 128, 256, 512)
+#: The stem's max-pool and three stride-2 stages divide the side by 16 before ``fc5``.
+DOWNSAMPLING = 16
 
 
 def resolve_block(block: Union[str, BlockType]) -> BlockType:
@@ -31,16 +35,27 @@ def resolve_block(block: Union[str, BlockType]) -> BlockType:
     )
 
 
-def check_input(x: object, training: bool = False) -> None:
+def validate_input(x: object, training: bool = False, input_size: int = INPUT_SIZE) -> None:
     """Raise a ``ValueError`` that says how to fix an input the network cannot take.
 
-    The network needs a float tensor of shape ``(N, 1, 128, 128)``: ``fc5`` is
-    sized for the 8x8 map that a 128x128 input leaves after the stem's max-pool
-    and three stride-2 stages, and ``conv1`` takes one (grayscale) channel.
+    The network needs a float tensor of shape ``(N, 1, input_size, input_size)``:
+    ``fc5`` is sized for the ``input_size / 16`` map that the stem's max-pool and
+    three stride-2 stages leave (8x8 for GFPGAN's 128), and ``conv1`` takes one
+    (grayscale) channel.
+
+    Args:
+        x: The would-be input.
+        training: Whether the network is in train mode (then ``N >= 2``, for ``bn5``).
+        input_size: The side the network was built for (``model.input_size``).
+
+    Shape:
+        - Input: ``(N, 1, input_size, input_size)``, float.
     """
-    fix = ("Use resnet_arcface.preprocess(images) to turn RGB or grayscale images in [0, 1] into this input "
-           "(gray, 128x128, values in [-1, 1], as GFPGAN feeds it).")
-    expected = f"a float tensor of shape (N, {INPUT_CHANNELS}, {INPUT_SIZE}, {INPUT_SIZE})"
+    s = input_size
+    call = "preprocess(images)" if s == INPUT_SIZE else f"preprocess(images, size={s})"
+    fix = (f"Use resnet_arcface.{call} to turn RGB or grayscale images in [0, 1] into this input "
+           f"(gray, {s}x{s}, values in [-1, 1], as GFPGAN feeds it).")
+    expected = f"a float tensor of shape (N, {INPUT_CHANNELS}, {s}, {s})"
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"ResNetArcFace expects {expected}, got {type(x).__name__}. {fix}")
     if not x.is_floating_point():
@@ -54,14 +69,29 @@ def check_input(x: object, training: bool = False) -> None:
     if c != INPUT_CHANNELS:
         raise ValueError(f"ResNetArcFace expects {expected}, got {c} channels in shape {tuple(x.shape)} "
                          f"(an RGB image?). GFPGAN converts to gray with 0.2989 R + 0.5870 G + 0.1140 B. {fix}")
-    if (h, w) != (INPUT_SIZE, INPUT_SIZE):
-        raise ValueError(f"ResNetArcFace expects {expected}, got spatial size {h}x{w} in shape {tuple(x.shape)} "
-                         f"(112x112 is InsightFace's convention, not this network's). Resize with bilinear "
-                         f"interpolation to 128x128. {fix}")
+    if (h, w) != (s, s):
+        insight = " (112x112 is InsightFace's convention, not this network's)" if (h, w) == (112, 112) else ""
+        raise ValueError(f"ResNetArcFace expects {expected}, got spatial size {h}x{w} in shape {tuple(x.shape)}"
+                         f"{insight}. Resize with bilinear interpolation to {s}x{s}. {fix}")
     if training and n == 1:
         raise ValueError("ResNetArcFace in train mode needs a batch of at least 2: its final BatchNorm1d (bn5) "
                          "cannot estimate batch statistics from one sample. Call model.eval() for inference "
                          "(as GFPGAN does), or train on batches of 2 or more.")
+
+
+def _validate_config(widths: Tuple[int, ...], input_size: object, embedding_dim: object) -> None:
+    """Check the size arguments of :class:`ResNetArcFace`, naming the bad value and a fix."""
+    def positive_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if len(widths) != 4 or not all(positive_int(w) for w in widths):
+        raise ValueError(f"widths must be four positive ints (stem/stage-1, stage-2, stage-3, stage-4 channels), "
+                         f"e.g. (64, 128, 256, 512) or (16, 32, 64, 128); got {widths!r}.")
+    if not positive_int(input_size) or input_size % DOWNSAMPLING != 0:  # type: ignore[operator]
+        raise ValueError(f"input_size must be a positive multiple of {DOWNSAMPLING} (the stem's max-pool and three "
+                         f"stride-2 stages halve it four times), e.g. 32, 64 or 128; got {input_size!r}.")
+    if not positive_int(embedding_dim):
+        raise ValueError(f"embedding_dim must be a positive int, e.g. 512 (GFPGAN) or 128; got {embedding_dim!r}.")
 
 
 class ResNetArcFace(nn.Module):
@@ -69,7 +99,9 @@ class ResNetArcFace(nn.Module):
 
     Stem (conv-BN-PReLU-maxpool), four stages of residual blocks at 64, 128, 256
     and 512 channels (the last three with stride 2), then a head of
-    BN2d-Dropout-flatten-Linear-BN1d giving a 512-d embedding.
+    BN2d-Dropout-flatten-Linear-BN1d giving a 512-d embedding. ``widths``,
+    ``input_size`` and ``embedding_dim`` make narrower, smaller networks of the
+    same design (see :func:`resnet_arcface_small`); the defaults are GFPGAN's.
 
     Differences from the reference, none of which changes an ``IRBlock`` network's keys:
     ``block`` accepts all three block names or classes; ``use_se`` is passed only
@@ -80,39 +112,48 @@ class ResNetArcFace(nn.Module):
         block: ``'IRBlock'``, ``'BasicBlock'``, ``'Bottleneck'`` or one of those classes.
         layers: Number of blocks in each of the four stages, e.g. ``(2, 2, 2, 2)``.
         use_se: Whether IRBlocks carry an SE gate. Default: True (GFPGAN uses False).
+        widths: Channels of the stem/stage 1 and of stages 2-4 (times ``block.expansion``
+            after the stem). Default: GFPGAN's ``(64, 128, 256, 512)``.
+        input_size: Side of the square input; a multiple of 16. Default: 128.
+        embedding_dim: Length of the embedding. Default: 512.
 
     Shape:
-        - Input: ``(N, 1, 128, 128)``, float gray faces in [-1, 1] (see :func:`resnet_arcface.preprocess`).
-        - Output: ``(N, 512)``, the embedding. ``N >= 2`` in train mode.
+        - Input: ``(N, 1, input_size, input_size)``, float gray faces in [-1, 1]
+          (see :func:`resnet_arcface.preprocess` with ``size=input_size``).
+        - Output: ``(N, embedding_dim)``, the embedding. ``N >= 2`` in train mode.
     """
 
     def __init__(self, block: Union[str, BlockType] = "IRBlock", layers: Sequence[int] = (2, 2, 2, 2),
-                 use_se: bool = True) -> None:
+                 use_se: bool = True, widths: Sequence[int] = WIDTHS, input_size: int = INPUT_SIZE,
+                 embedding_dim: int = EMBEDDING_DIM) -> None:
         block = resolve_block(block)
-        layers = tuple(layers)
+        layers, widths = tuple(layers), tuple(widths)
         if len(layers) != 4 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in layers):
             raise ValueError(f"layers must be four positive ints (blocks per stage), e.g. (2, 2, 2, 2); got {layers!r}.")
+        _validate_config(widths, input_size, embedding_dim)
         super().__init__()
         self.block, self.layers = block, layers
-        self.inplanes = 64
+        self.widths, self.input_size, self.embedding_dim = widths, input_size, embedding_dim
+        self.inplanes = widths[0]
         self.use_se = use_se
 
-        # Stem: (N, 1, 128, 128) -> (N, 64, 64, 64)
-        self.conv1 = nn.Conv2d(1, 64, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        # Stem: (N, 1, S, S) -> (N, w0, S/2, S/2); S = 128, w0 = 64 for GFPGAN
+        self.conv1 = nn.Conv2d(1, widths[0], kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
         self.prelu = nn.PReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=2, stride=2)
-        # Stages: 64x64 -> 64x64 -> 32x32 -> 16x16 -> 8x8
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        # Head: (N, 512 * expansion, 8, 8) -> (N, 512)
-        width = 512 * block.expansion  # the reference hard-codes 512, which only fits expansion 1
+        # Stages: S/2 -> S/2 -> S/4 -> S/8 -> S/16 (GFPGAN: 64x64 -> 64 -> 32 -> 16 -> 8x8)
+        self.layer1 = self._make_layer(block, widths[0], layers[0])
+        self.layer2 = self._make_layer(block, widths[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, widths[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(block, widths[3], layers[3], stride=2)
+        # Head: (N, w3 * expansion, S/16, S/16) -> (N, embedding_dim)
+        width = widths[3] * block.expansion  # the reference hard-codes 512, which only fits expansion 1
+        side = input_size // DOWNSAMPLING
         self.bn4 = nn.BatchNorm2d(width)
         self.dropout = nn.Dropout()  # p = 0.5
-        self.fc5 = nn.Linear(width * 8 * 8, EMBEDDING_DIM)
-        self.bn5 = nn.BatchNorm1d(EMBEDDING_DIM)
+        self.fc5 = nn.Linear(width * side * side, embedding_dim)
+        self.bn5 = nn.BatchNorm1d(embedding_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -145,7 +186,8 @@ class ResNetArcFace(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.training)
+        validate_input(x, self.training, self.input_size)
+        # Shapes for GFPGAN's configuration (S = 128, widths 64..512, e = block.expansion):
         x = self.maxpool(self.prelu(self.bn1(self.conv1(x))))  # (N, 64, 64, 64)
         x = self.layer1(x)  # (N, 64e, 64, 64)
         x = self.layer2(x)  # (N, 128e, 32, 32)
@@ -156,8 +198,9 @@ class ResNetArcFace(nn.Module):
         return self.bn5(self.fc5(x))  # (N, 512)
 
     def extra_repr(self) -> str:
-        return (f"block={self.block.__name__}, layers={self.layers}, use_se={self.use_se}; "
-                f"input (N, 1, 128, 128) float in [-1, 1], output (N, 512)")
+        s, widths = self.input_size, "" if self.widths == WIDTHS else f", widths={self.widths}"
+        return (f"block={self.block.__name__}, layers={self.layers}, use_se={self.use_se}{widths}; "
+                f"input (N, 1, {s}, {s}) float in [-1, 1], output (N, {self.embedding_dim})")
 
 
 def resnet_arcface18(weights: Union[str, Path, None] = None, map_location: Union[str, torch.device] = "cpu") -> ResNetArcFace:
@@ -179,3 +222,34 @@ def resnet_arcface18(weights: Union[str, Path, None] = None, map_location: Union
         load_checkpoint(model, weights, map_location=map_location)
         model.eval()
     return model
+
+
+#: The small configuration: GFPGAN's design (IRBlocks, 2-2-2-2, shared PReLU, BN-Dropout-FC-BN head)
+#: at a quarter of the width, on 32x32 faces, with a 128-d embedding (about 0.6 M parameters).
+SMALL_CONFIG: Dict[str, Any] = dict(block="IRBlock", layers=(2, 2, 2, 2), use_se=False,
+                                    widths=(16, 32, 64, 128), input_size=32, embedding_dim=128)
+
+
+def resnet_arcface_small(**overrides: Any) -> ResNetArcFace:
+    """A narrow, small-input ResNetArcFace that trains in minutes on a laptop CPU.
+
+    The same blocks, stages and head as :func:`resnet_arcface18`, built from
+    :data:`SMALL_CONFIG`; the package's shipped weights
+    (:func:`resnet_arcface.pretrained`) are this network trained with ArcFace on
+    synthetic faces.
+
+    Args:
+        **overrides: Any :class:`ResNetArcFace` argument, replacing the small default
+            (e.g. ``input_size=64``).
+
+    Returns:
+        The network, freshly initialised, in train mode.
+
+    Shape:
+        - Input: ``(N, 1, 32, 32)`` by default (``preprocess(images, size=32)``).
+        - Output: ``(N, 128)`` by default.
+    """
+    unknown = sorted(set(overrides) - set(SMALL_CONFIG))
+    if unknown:
+        raise ValueError(f"resnet_arcface_small got unknown argument(s) {unknown}; it accepts {sorted(SMALL_CONFIG)}.")
+    return ResNetArcFace(**{**SMALL_CONFIG, **overrides})
