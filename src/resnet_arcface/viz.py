@@ -1,80 +1,95 @@
 """Plotting helpers every chapter shares, so figures look alike across the book.
 
 Each helper draws into a new figure and returns it; the notebook decides whether to show it.
+Maps carry colour bars: a grid of maps that are compared shares one colour scale (one bar), and signed
+maps use a diverging colour map centred at 0 (white is 0).
 """
-from typing import Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import nn
 
 #: One palette for the whole book: reference/package in blue, learner/notebook in orange.
 COLORS = {"package": "#1f77b4", "notebook": "#ff7f0e", "accent": "#2ca02c", "muted": "#7f7f7f"}
 
+#: What the helpers accept as an image or a map: a tensor or an array.
+ImageLike = Union[torch.Tensor, np.ndarray]
 
-def _as_numpy(t) -> np.ndarray:
+
+def _as_numpy(t: ImageLike) -> np.ndarray:
     return t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
-def show_images(images, titles: Optional[Sequence[str]] = None, ncols: int = 8, cmap: str = "gray",
-                size: float = 1.6, suptitle: Optional[str] = None, symmetric: bool = False):
+def _scale(maps: Sequence[np.ndarray], symmetric: Optional[bool] = None) -> Tuple[str, float, float]:
+    """``(cmap, vmin, vmax)`` for maps drawn on one colour scale: diverging and centred at 0 when signed."""
+    lo = min(float(np.nanmin(m)) for m in maps)
+    hi = max(float(np.nanmax(m)) for m in maps)
+    if symmetric if symmetric is not None else lo < 0:
+        lim = max(abs(lo), abs(hi)) or 1.0
+        return "RdBu_r", -lim, lim
+    return "viridis", min(lo, 0.0), (hi if hi > min(lo, 0.0) else 1.0)
+
+
+def show_images(images: Union[ImageLike, Sequence[ImageLike]], titles: Optional[Sequence[str]] = None,
+                ncols: int = 8, cmap: str = "gray", size: float = 1.6, suptitle: Optional[str] = None,
+                symmetric: bool = False, colorbar: bool = False, vmin: Optional[float] = None,
+                vmax: Optional[float] = None) -> Figure:
     """A grid of 2-D images (``(K, H, W)`` or a list of ``(H, W)``/``(H, W, 3)``), one per axis.
 
-    ``symmetric=True`` centres the colour map on 0 (for signed maps such as kernels).
+    Args:
+        images: The images; RGB ones (``(H, W, 3)``) are drawn as they are.
+        titles: One title per image.
+        ncols: Images per row.
+        cmap: Colour map of one-channel images (ignored when ``symmetric``).
+        size: Inches per image.
+        suptitle: Title of the whole grid.
+        symmetric: Signed maps (kernels, responses): one diverging scale centred at 0 for the whole grid.
+        colorbar: One shared colour scale for the whole grid, with its colour bar (for maps that are
+            compared). Without it and without ``vmin``/``vmax``, each image is scaled on its own.
+        vmin, vmax: Explicit limits of the shared scale (e.g. the input's range ``-1, 1``).
     """
     images = [_as_numpy(im) for im in images]
     n = len(images)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)),
-                             squeeze=False)
+    gray = [im for im in images if im.ndim == 2]
+    shared = symmetric or colorbar or vmin is not None or vmax is not None
+    if shared and gray:
+        auto_cmap, lo, hi = _scale(gray, symmetric=True if symmetric else None)
+        cmap = auto_cmap if symmetric else cmap
+        lo, hi = (lo if vmin is None else vmin), (hi if vmax is None else vmax)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + (0.8 if colorbar else 0),
+                                                    (size + (0.3 if titles is not None else 0)) * nrows
+                                                    + (0.4 if suptitle else 0)),
+                             squeeze=False, layout="constrained")
+    shown = None
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
             continue
         im = images[i]
-        if symmetric:
-            lim = float(np.abs(im).max()) or 1.0
-            ax.imshow(im, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        if im.ndim == 3:
+            ax.imshow(im)
+        elif shared:
+            shown = ax.imshow(im, cmap=cmap, vmin=lo, vmax=hi)
         else:
-            ax.imshow(im, cmap=None if im.ndim == 3 else cmap)
+            ax.imshow(im, cmap=cmap)
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
+    if colorbar and shown is not None:
+        fig.colorbar(shown, ax=axes, shrink=0.9 if nrows > 1 else 0.8, aspect=12 * nrows, pad=0.01)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
     return fig
 
 
-def show_feature_maps(fmap: torch.Tensor, n: int = 16, ncols: int = 8, title: Optional[str] = None):
-    """The first ``n`` channels of one feature map ``(C, H, W)`` (or ``(1, C, H, W)``)."""
-    fmap = fmap[0] if fmap.dim() == 4 else fmap
-    n = min(n, fmap.shape[0])
-    return show_images(fmap[:n], [f"ch {i}" for i in range(n)], ncols=ncols, cmap="viridis",
-                       suptitle=title or f"{n} of {fmap.shape[0]} channels, {fmap.shape[1]}x{fmap.shape[2]}")
-
-
-def bar_compare(labels: Sequence[str], values: Sequence[float], ylabel: str, title: Optional[str] = None,
-                log: bool = False, colors: Optional[Sequence[str]] = None, annotate: bool = True):
-    """A labelled bar chart (parameter budgets, multiply-adds, ...), values written on the bars."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels)), 3.2))
-    bars = ax.bar(labels, values, color=colors or COLORS["package"])
-    if log:
-        ax.set_yscale("log")
-    if annotate:
-        for bar, v in zip(bars, values):
-            ax.annotate(f"{v:,.0f}" if float(v).is_integer() else f"{v:.3g}", (bar.get_x() + bar.get_width() / 2,
-                        bar.get_height()), ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    return fig
-
-
-def heatmap(matrix, labels: Optional[Sequence[str]] = None, title: Optional[str] = None, cmap: str = "viridis",
-            vmin: Optional[float] = None, vmax: Optional[float] = None, fmt: str = ".2f"):
+def heatmap(matrix: ImageLike, labels: Optional[Sequence[str]] = None, title: Optional[str] = None,
+            cmap: str = "viridis", vmin: Optional[float] = None, vmax: Optional[float] = None,
+            fmt: str = ".2f") -> Figure:
     """A square matrix (e.g. cosine similarities) with its values written in the cells."""
     m = _as_numpy(matrix)
     fig, ax = plt.subplots(figsize=(0.55 * m.shape[1] + 2, 0.5 * m.shape[0] + 1.2))
@@ -93,13 +108,15 @@ def heatmap(matrix, labels: Optional[Sequence[str]] = None, title: Optional[str]
     return fig
 
 
-def shape_trace(module, x: torch.Tensor, names: Optional[Sequence[str]] = None):
+def shape_trace(module: nn.Module, x: torch.Tensor,
+                names: Optional[Sequence[str]] = None) -> List[Tuple[str, Tuple[int, ...]]]:
     """``[(name, output shape)]`` of ``module``'s children (or just ``names``) in the order they run.
 
     Measured with forward hooks under ``torch.no_grad()``, so a child called twice (IRBlock's shared
     ``prelu``) appears twice.
     """
-    trace, hooks = [], []
+    trace: List[Tuple[str, Tuple[int, ...]]] = []
+    hooks = []
     for name, child in module.named_children():
         if names is None or name in names:
             hooks.append(child.register_forward_hook(
@@ -113,35 +130,61 @@ def shape_trace(module, x: torch.Tensor, names: Optional[Sequence[str]] = None):
     return trace
 
 
-def draw_architecture(model=None):
+#: Short names for the layers in the architecture figure's labels.
+_SHORT = {"Conv2d": "conv", "BatchNorm2d": "BN", "BatchNorm1d": "BN", "PReLU": "PReLU", "ReLU": "ReLU",
+          "MaxPool2d": "maxpool", "Dropout": "Dropout", "Linear": "FC"}
+#: The chapter that builds each block, for the figure's notes.
+_CHAPTER = {"BasicBlock": "ch. 2", "Bottleneck": "ch. 3", "IRBlock": "ch. 4-5"}
+
+
+def _layer_names(model: nn.Module, names: Sequence[str]) -> str:
+    """``"conv3x3-BN-PReLU-maxpool"`` for the children ``names`` of ``model`` that exist."""
+    out = []
+    for name in names:
+        m = getattr(model, name, None)
+        if m is None:
+            continue
+        short = _SHORT.get(type(m).__name__, type(m).__name__)
+        if isinstance(m, nn.Conv2d):
+            short += "{}x{}".format(*m.kernel_size)
+        out.append(short)
+    return "-".join(out)
+
+
+def draw_architecture(model: Optional[nn.Module] = None) -> Figure:
     """The whole network as boxes whose height follows the feature map's side and whose label gives its shape.
 
-    The shapes are measured by running ``model`` (default: GFPGAN's configuration) on one input,
-    so the picture cannot drift from the code.
+    Every label is read from ``model`` (default: GFPGAN's configuration, :func:`resnet_arcface18`): the
+    shapes are measured by running it on one input of its own ``input_size`` and input channels, and the
+    stage labels count its blocks and name their class, so the picture cannot drift from the code.
     """
     from matplotlib.patches import FancyBboxPatch
 
     from .model import resnet_arcface18
 
-    model = model or resnet_arcface18()
+    model = model if model is not None else resnet_arcface18()
+    channels, size = model.conv1.in_channels, getattr(model, "input_size", 128)
     was_training = model.training
     device = next(model.parameters()).device
-    stages = ("maxpool", "layer1", "layer2", "layer3", "layer4", "bn5")
-    measured = {name: shape[1:] for name, shape in
-                shape_trace(model.eval(), torch.zeros(1, 1, 128, 128, device=device), stages)}
+    stages = ("layer1", "layer2", "layer3", "layer4")
+    measured = dict(shape_trace(model.eval(), torch.zeros(1, channels, size, size, device=device),
+                                ("maxpool",) + stages + ("bn5",)))
     model.train(was_training)
-    steps = [("input\ngray face", (1, 128, 128), COLORS["muted"], ""),
-             ("stem\nconv3x3-BN-PReLU\nmaxpool", measured["maxpool"], COLORS["package"], "ch. 1, 6"),
-             ("layer1\n2 x IRBlock", measured["layer1"], COLORS["notebook"], "ch. 2-5"),
-             ("layer2\n2 x IRBlock", measured["layer2"], COLORS["notebook"], "ch. 2-5"),
-             ("layer3\n2 x IRBlock", measured["layer3"], COLORS["notebook"], "ch. 2-5"),
-             ("layer4\n2 x IRBlock", measured["layer4"], COLORS["notebook"], "ch. 2-5"),
-             ("head\nBN-Dropout\nFC-BN", measured["bn5"], COLORS["accent"], "ch. 6")]
+    se = " + SE" if getattr(model, "use_se", False) and any(hasattr(b, "se") for b in model.layer1) else ""
+    blocks = {name: (len(getattr(model, name)), type(getattr(model, name)[0]).__name__) for name in stages}
+    steps = [(f"input\n{'gray' if channels == 1 else f'{channels}-channel'} face", (channels, size, size),
+              COLORS["muted"], ""),
+             ("stem\n" + _layer_names(model, ("conv1", "bn1", "prelu")) + "\nmaxpool", measured["maxpool"][1:],
+              COLORS["package"], "ch. 1, 6")]
+    steps += [(f"{name}\n{n} x {kind}{se}", measured[name][1:], COLORS["notebook"], _CHAPTER.get(kind, ""))
+              for name, (n, kind) in blocks.items()]
+    steps.append(("head\n" + _layer_names(model, ("bn4", "dropout")) + "\n" + _layer_names(model, ("fc5", "bn5")),
+                  measured["bn5"][1:], COLORS["accent"], "ch. 6"))
     fig, ax = plt.subplots(figsize=(11, 3.6))
     x0 = 0.0
     for i, (label, shape, color, chapter) in enumerate(steps):
-        side = shape[-1] if len(shape) == 3 else 4
-        h = 0.6 + 2.2 * side / 128
+        side = shape[-1] if len(shape) == 3 else 4 * size / 128
+        h = 0.6 + 2.2 * side / size
         ax.add_patch(FancyBboxPatch((x0, -h / 2), 1.25, h, boxstyle="round,pad=0.03", fc=color, alpha=0.85, ec="black"))
         ax.text(x0 + 0.625, h / 2 + 0.15, label, ha="center", va="bottom", fontsize=8)
         dims = " x ".join(str(d) for d in shape)
@@ -154,12 +197,17 @@ def draw_architecture(model=None):
     ax.set_xlim(-0.2, x0 - 0.2)
     ax.set_ylim(-2.2, 3.0)
     ax.axis("off")
-    ax.set_title("ResNetArcFace (GFPGAN's configuration): shapes are (channels x height x width), measured by a forward pass")
+    layers = tuple(n for n, _ in blocks.values())
+    kinds = sorted({kind for _, kind in blocks.values()})
+    ax.set_title(f"{type(model).__name__}({', '.join(kinds)}, layers={layers}, use_se={bool(se)}): "
+                 "shapes (channels x height x width) measured by a forward pass", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def flow_diagram(nodes, skips=(), links=(), title: Optional[str] = None, figsize=None):
+def flow_diagram(nodes: Sequence[Union[str, Tuple[str, str]]], skips: Sequence[Tuple[int, int, str]] = (),
+                 links: Sequence[Tuple[int, int, str]] = (), title: Optional[str] = None,
+                 figsize: Optional[Tuple[float, float]] = None) -> Figure:
     """A left-to-right data-flow picture: labelled boxes joined by arrows, with optional skip paths.
 
     Args:
@@ -220,8 +268,8 @@ def flow_diagram(nodes, skips=(), links=(), title: Optional[str] = None, figsize
     return fig
 
 
-def grouped_bars(labels: Sequence[str], series, ylabel: str, title: Optional[str] = None, log: bool = False,
-                 annotate: bool = True):
+def grouped_bars(labels: Sequence[str], series: Mapping[str, Sequence[float]], ylabel: str,
+                 title: Optional[str] = None, log: bool = False, annotate: bool = True) -> Figure:
     """Bars for several named series side by side per label, e.g. ``{"convolutions": [...], "SE": [...]}``.
 
     Values are written on the bars; ``log=True`` uses a logarithmic axis for values that span decades.
@@ -250,24 +298,38 @@ def grouped_bars(labels: Sequence[str], series, ylabel: str, title: Optional[str
     return fig
 
 
-def feature_map_rows(rows, n: int = 8, size: float = 1.1, title: Optional[str] = None, share_scale: bool = False,
-                     channels: Optional[Sequence[int]] = None, col_titles: Optional[Sequence[str]] = None):
+def feature_map_rows(rows: Mapping[str, ImageLike], n: int = 8, size: float = 1.1, title: Optional[str] = None,
+                     share_scale: bool = False, channels: Optional[Sequence[int]] = None,
+                     col_titles: Optional[Sequence[str]] = None, aligned: bool = True) -> Figure:
     """Several feature maps as rows of ``n`` of their channels, each row labelled with its name and shape.
+
+    Every row has a colour bar. Signed maps are drawn with a diverging colour map centred at 0 (white is 0);
+    non-negative ones (after a ReLU) with viridis from 0.
 
     Args:
         rows: Mapping of row name to a feature map ``(C, H, W)`` or ``(1, C, H, W)``.
         n: Channels shown per row (the first ``n``, unless ``channels`` says which).
-        share_scale: If True, all images in a column share one colour scale (to compare a channel
-            before and after an operation); otherwise each image is scaled on its own.
+        share_scale: If True, the whole grid shares one colour scale and one colour bar (to compare a
+            channel before and after an operation); otherwise each row has its own scale and bar.
         channels: Channel indices to show, the same for every row (overrides ``n``).
         col_titles: Titles above the columns (default ``"ch 0"``, ``"ch 1"``, ...).
+        aligned: True when channel ``k`` means the same in every row (e.g. ``x``, ``F(x)`` and ``F(x) + x``):
+            titles go above the columns. False for maps whose channels have nothing in common (a 1x1
+            convolution's outputs against its inputs): every image is titled with its row's own channel.
     """
-    maps = {name: (_as_numpy(m[0]) if m.dim() == 4 else _as_numpy(m)) for name, m in rows.items()}
+    arrays = {name: _as_numpy(m) for name, m in rows.items()}
+    maps = {name: (a[0] if a.ndim == 4 else a) for name, a in arrays.items()}
     channels = list(channels) if channels is not None else list(range(n))
     n = len(channels)
-    fig, axes = plt.subplots(len(maps), n, figsize=(size * n + 1.2, size * len(maps) + (0.4 if title else 0.1)),
-                             squeeze=False)
+    shown = {name: [m[c] for c in channels if c < m.shape[0]] for name, m in maps.items()}
+    grid = _scale([im for ims in shown.values() for im in ims]) if share_scale else None
+    per_image_titles = not aligned
+    fig, axes = plt.subplots(len(maps), n, squeeze=False, layout="constrained",
+                             figsize=(size * n + 2.2, (size + (0.25 if per_image_titles else 0)) * len(maps)
+                                      + (0.4 if title else 0.1) + 0.2))
     for r, (name, m) in enumerate(maps.items()):
+        cmap, lo, hi = grid or _scale(shown[name])
+        im = None
         for k, c in enumerate(channels):
             ax = axes[r, k]
             ax.set_xticks([])
@@ -275,16 +337,15 @@ def feature_map_rows(rows, n: int = 8, size: float = 1.1, title: Optional[str] =
             if c >= m.shape[0]:
                 ax.axis("off")
                 continue
-            if share_scale:
-                col = [mm[c] for mm in maps.values() if c < mm.shape[0]]
-                ax.imshow(m[c], cmap="viridis", vmin=min(x.min() for x in col), vmax=max(x.max() for x in col))
-            else:
-                ax.imshow(m[c], cmap="viridis")
-            if r == 0:
+            im = ax.imshow(m[c], cmap=cmap, vmin=lo, vmax=hi)
+            if r == 0 or per_image_titles:
                 ax.set_title(col_titles[k] if col_titles is not None else f"ch {c}", fontsize=8)
         axes[r, 0].set_ylabel(f"{name}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}", fontsize=8, rotation=0,
                               ha="right", va="center")
+        if im is not None and not share_scale:
+            fig.colorbar(im, ax=axes[r, :], fraction=0.04, pad=0.01, aspect=8)
+    if share_scale and im is not None:
+        fig.colorbar(im, ax=axes, fraction=0.04, pad=0.01, aspect=8 * len(maps))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
