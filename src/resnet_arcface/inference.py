@@ -1,0 +1,300 @@
+"""A fast path for inference: ``optimize(model)`` returns a callable that embeds faces faster.
+
+Backends (every one but ``"bf16"`` gives the same embeddings as eager float32, cosine >= 0.99999):
+
+- ``"eager"``: the model itself, under ``torch.inference_mode``.
+- ``"channels_last"``: activations stored NHWC, which oneDNN's (and cuDNN's) convolutions prefer.
+- ``"fold"``: every BatchNorm that follows a convolution folded into it (:func:`fold_batchnorm`).
+- ``"fold_channels_last"``: both of the above.
+- ``"compile"``: ``torch.compile`` (TorchInductor, with weight freezing on CPU) [Ansel et al. 2024]:
+  it generates fused kernels, at a cold-start cost of tens of seconds on a laptop CPU.
+- ``"onnxruntime"``: the folded model exported to ONNX (checked with ``onnx.checker``) and run by
+  ONNX Runtime, whose graph optimisations fuse operators and re-lay convolutions out in blocked
+  NCHWc form for the CPU's vector width.
+- ``"bf16"``: CUDA (or a CPU with bf16 support) with bfloat16 autocast and channels_last. NOT exact
+  (about three significant digits); its agreement with float32 is measured and reported separately.
+
+``"auto"`` takes the first backend in :data:`AUTO_ORDER` that is installed and works on the model's
+device; the order is a fixed preference justified by ``python -m resnet_arcface.bench`` (see
+``benchmarks/README.md``), not a measurement at call time, so it is quick and deterministic.
+
+Everything here is for inference only, in eval mode: BatchNorm folding uses running statistics and
+ONNX Runtime does not compute gradients. GFPGAN's identity loss needs gradients with respect to the
+input; for that, use the nn.Module from :func:`fold_batchnorm` (optionally in channels_last) directly.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .folding import fold_batchnorm, fold_bn_linear, fold_conv_bn, fold_linear_bn  # noqa: F401 (public here)
+
+__all__ = ["optimize", "Embedder", "BackendUnavailable", "BACKENDS", "AUTO_ORDER", "available_backends",
+           "fold_conv_bn", "fold_batchnorm", "to_channels_last", "export_onnx", "onnx_session", "MIN_COSINE"]
+
+#: Every backend ``optimize`` knows, in the order the benchmark reports them.
+BACKENDS: Tuple[str, ...] = ("eager", "channels_last", "fold", "fold_channels_last", "compile", "onnxruntime", "bf16")
+#: Backends that must match eager float32 to :data:`MIN_COSINE` per embedding.
+EXACT = frozenset(BACKENDS) - {"bf16"}
+#: ``"auto"``'s preference per device type, fastest first as measured by the benchmark. ``compile`` is
+#: left out: on CPU it was not faster than ONNX Runtime and costs a long cold compile on first use.
+AUTO_ORDER: Dict[str, Tuple[str, ...]] = {
+    "cpu": ("onnxruntime", "fold_channels_last", "eager"),
+    "cuda": ("fold_channels_last", "eager"),
+}
+#: The exactness bar: cosine similarity of each embedding with eager float32's.
+MIN_COSINE = 0.99999
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run here (a package is missing, or the device does not support it)."""
+
+
+def available_backends(device: torch.device | str = "cpu") -> Dict[str, Optional[str]]:
+    """Which backends can run on ``device``: name -> None if available, else the reason why not."""
+    device = torch.device(device)
+    status: Dict[str, Optional[str]] = {name: None for name in BACKENDS}
+    missing = [p for p in ("onnx", "onnxruntime") if importlib.util.find_spec(p) is None]
+    if missing:
+        status["onnxruntime"] = (f"the 'onnxruntime' backend needs {' and '.join(missing)}: "
+                                 f"pip install {' '.join(missing)}  (or pip install 'resnet-arcface[fast]')")
+    elif device.type not in ("cpu", "cuda"):
+        status["onnxruntime"] = f"the 'onnxruntime' backend runs on cpu or cuda, not {device.type}"
+    elif device.type == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            status["onnxruntime"] = ("the installed onnxruntime has no CUDAExecutionProvider for a model on cuda "
+                                     "(install onnxruntime-gpu, or move the model to the CPU)")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        status["bf16"] = "this GPU does not support bfloat16"
+    elif device.type not in ("cuda", "cpu"):
+        status["bf16"] = f"bf16 autocast is offered for cuda and cpu here, not {device.type}"
+    if device.type == "mps":
+        status["compile"] = "torch.compile's CPU/CUDA code generators do not target mps"
+    return status
+
+
+class Embedder:
+    """What :func:`optimize` returns: call it on faces to get embeddings.
+
+    Attributes:
+        backend: The backend that runs (``"auto"`` resolved to a name).
+        device: Where inputs are expected and outputs returned.
+        exact: Whether the backend is held to :data:`MIN_COSINE` against eager float32.
+        setup_s: Seconds spent building it (folding, exporting, compiling, warm-up): the cold start.
+        min_cosine: Smallest per-embedding cosine with eager float32 on a random check batch
+            (None when built with ``check=False``).
+        fallbacks: For ``"auto"``, the backends skipped and why.
+
+    Shape:
+        - Input: ``(N, 1, S, S)`` float, ``S = model.input_size`` (128 for GFPGAN), on ``device``.
+        - Output: ``(N, D)`` float32 embeddings, ``D = model.embedding_dim`` (512 for GFPGAN).
+    """
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], backend: str, device: torch.device,
+                 input_size: int, batch_size: Optional[int], pad_to_batch: bool) -> None:
+        self._run, self.backend, self.device = run, backend, device
+        self.input_size, self.batch_size, self._pad = input_size, batch_size, pad_to_batch
+        self.exact = backend in EXACT
+        self.setup_s = 0.0
+        self.min_cosine: Optional[float] = None
+        self.fallbacks: List[Tuple[str, str]] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _validate(x, self.input_size)
+        with torch.inference_mode():
+            if self.batch_size is None or x.shape[0] <= self.batch_size and not self._pad:
+                return self._run(x)
+            outs = []
+            for chunk in x.split(self.batch_size):  # bounded memory; static-shape backends need full chunks
+                n = chunk.shape[0]
+                if self._pad and n < self.batch_size:  # eval-mode samples do not interact: zero rows are harmless
+                    chunk = torch.cat([chunk, chunk.new_zeros(self.batch_size - n, *chunk.shape[1:])])
+                outs.append(self._run(chunk)[:n])
+            return torch.cat(outs)
+
+    def __repr__(self) -> str:
+        cos = "unchecked" if self.min_cosine is None else f"min cosine vs eager fp32 {self.min_cosine:.7f}"
+        return (f"Embedder(backend={self.backend!r}, device={self.device}, batch_size={self.batch_size}, "
+                f"setup {self.setup_s:.2f} s, {cos})")
+
+
+def optimize(model: nn.Module, backend: str = "auto", batch_size: Optional[int] = None, *,
+             threads: Optional[int] = None, check: bool = True) -> Embedder:
+    """Return a faster callable that computes ``model``'s embeddings (inference only).
+
+    Args:
+        model: A :class:`~resnet_arcface.ResNetArcFace` in eval mode, on the device it should run on.
+            It is not modified (backends work on copies).
+        backend: One of :data:`BACKENDS`, or ``"auto"`` (see :data:`AUTO_ORDER`).
+        batch_size: None: any batch size, run whole. An int: inputs are run in chunks of at most this many,
+            and ``compile`` and ``onnxruntime`` are specialised to exactly this batch size (the last chunk is
+            zero-padded; harmless, since in eval mode samples do not interact).
+        threads: ONNX Runtime's intra-op threads. Default: ``torch.get_num_threads()``, so that every
+            backend competes on the same cores.
+        check: Compare with eager float32 on a random batch at build time; raise if an exact backend falls
+            below :data:`MIN_COSINE`, and record ``min_cosine`` either way.
+
+    Returns:
+        An :class:`Embedder`: ``embedder(x)`` maps ``(N, 1, S, S)`` to ``(N, D)``.
+
+    Raises:
+        ValueError: the model is in train mode, or the backend or batch size is unknown or invalid.
+        BackendUnavailable: the requested backend cannot run here (the message says what to install).
+    """
+    if model.training:
+        raise ValueError("optimize() is for inference: call model.eval() first. The fast backends use BatchNorm's "
+                         "running statistics (folding), turn dropout off and compute no gradients; to train, or to "
+                         "backpropagate through the network as GFPGAN's identity loss does, use the model itself.")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}.")
+    device = _model_device(model)
+    status = available_backends(device)
+    if backend == "auto":
+        fallbacks = []
+        for name in AUTO_ORDER.get(device.type, ("eager",)):
+            if status[name] is not None:
+                fallbacks.append((name, status[name]))
+                continue
+            try:
+                embedder = optimize(model, name, batch_size, threads=threads, check=check)
+            except (BackendUnavailable, ImportError, RuntimeError) as err:  # a backend that fails here falls back
+                fallbacks.append((name, f"{type(err).__name__}: {err}"))
+                continue
+            embedder.fallbacks = fallbacks
+            return embedder
+        raise BackendUnavailable(f"no backend ran on {device}: {fallbacks}")  # eager always runs; unreachable
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}; expected 'auto' or one of {list(BACKENDS)}.")
+    if status[backend] is not None:
+        raise BackendUnavailable(f"backend {backend!r} is unavailable: {status[backend]}. "
+                                 f"backend='auto' picks the fastest available one.")
+
+    start = time.perf_counter()
+    input_size = int(getattr(model, "input_size", 128))
+    run, pad = _build(model, backend, batch_size, device, input_size, threads)
+    embedder = Embedder(run, backend, device, input_size, batch_size, pad)
+    warm = torch.randn(batch_size or 2, 1, input_size, input_size, device=device)
+    out = embedder(warm)  # the first call compiles, allocates, and picks kernels: part of the cold start
+    embedder.setup_s = time.perf_counter() - start
+    if check:
+        with torch.inference_mode():
+            reference = model(warm).float()
+        embedder.min_cosine = F.cosine_similarity(out.float(), reference, dim=1).min().item()
+        if embedder.exact and embedder.min_cosine < MIN_COSINE:
+            raise RuntimeError(f"backend {backend!r} is not exact on this model: min cosine with eager float32 "
+                               f"{embedder.min_cosine:.7f} < {MIN_COSINE}. Please report this as a bug.")
+    return embedder
+
+
+def _build(model: nn.Module, backend: str, batch_size: Optional[int], device: torch.device, input_size: int,
+           threads: Optional[int]) -> Tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    """The backend's run function, and whether it needs full, zero-padded chunks (static shapes)."""
+    if backend == "eager":
+        return model, False
+    if backend == "fold":
+        return fold_batchnorm(model), False
+    if backend in ("channels_last", "fold_channels_last"):
+        net = to_channels_last(fold_batchnorm(model) if backend == "fold_channels_last" else model)
+        return (lambda x: net(x.contiguous(memory_format=torch.channels_last))), False
+    if backend == "bf16":
+        net = to_channels_last(fold_batchnorm(model))
+
+        def run_bf16(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return net(x.contiguous(memory_format=torch.channels_last)).float()
+        return run_bf16, False
+    if backend == "compile":
+        # Freezing lets Inductor treat the weights as constants: it folds BatchNorm into the convolutions
+        # itself and pre-packs the weights in oneDNN's blocked layout (the recommended CPU inference setting).
+        options = {"freezing": True} if device.type == "cpu" else {}
+        net = torch.compile(copy.deepcopy(model), dynamic=batch_size is None, options=options)
+        return net, batch_size is not None
+    if backend == "onnxruntime":
+        session = onnx_session(export_onnx(fold_batchnorm(model).cpu(), input_size, batch_size), threads, device)
+        return (lambda x: _run_session(session, x)), batch_size is not None
+    raise AssertionError(backend)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with weights in channels_last, whose head still flattens in NCHW order.
+
+    ``forward`` flattens the last ``(N, C, 8, 8)`` map with ``view``, in C, H, W order, which is what
+    ``fc5``'s weights expect; a channels_last map has another order in memory, so a hook makes the
+    output of ``dropout`` (just before the flatten) contiguous again. That copy is small (the last map).
+    """
+    net = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    before_flatten = getattr(net, "dropout", None) or getattr(net, "bn4", None)
+    if before_flatten is not None:
+        before_flatten.register_forward_hook(lambda _m, _inp, out: out.contiguous())
+    return net
+
+
+def export_onnx(model: nn.Module, input_size: int = 128, batch_size: Optional[int] = None) -> "onnx.ModelProto":  # noqa: F821
+    """Export an eval-mode model to ONNX with ``torch.onnx.export`` and check it with ``onnx.checker``.
+
+    Args:
+        model: The (CPU, eval-mode) network.
+        input_size: Side of the input images.
+        batch_size: None for a dynamic batch dimension, else a fixed one (lets ONNX Runtime plan memory once).
+
+    Returns:
+        The checked ``onnx.ModelProto``; input ``"faces"`` ``(N, 1, S, S)``, output ``"embeddings"`` ``(N, D)``.
+    """
+    import onnx
+
+    example = torch.zeros(batch_size or 2, 1, input_size, input_size)
+    dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dynamic, input_names=["faces"],
+                                output_names=["embeddings"], optimize=False, verbose=False)
+    proto = program.model_proto
+    onnx.checker.check_model(proto, full_check=True)  # structure, types and shapes are valid ONNX
+    return proto
+
+
+def onnx_session(proto: "onnx.ModelProto", threads: Optional[int] = None,  # noqa: F821
+                 device: torch.device | str = "cpu") -> "onnxruntime.InferenceSession":  # noqa: F821
+    """An ONNX Runtime session with every graph optimisation and a deliberate thread count.
+
+    ``intra_op_num_threads`` defaults to ``torch.get_num_threads()``: ONNX Runtime's own default is one
+    thread per physical core, and on a machine shared with other work (or in a benchmark against PyTorch)
+    it should use what PyTorch uses. ``inter_op`` is 1: this network is one chain of operators.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fusions + NCHWc layout
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    providers = ["CUDAExecutionProvider"] if torch.device(device).type == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+
+
+def _run_session(session: "onnxruntime.InferenceSession", x: torch.Tensor) -> torch.Tensor:  # noqa: F821
+    out = session.run(None, {"faces": x.detach().float().cpu().contiguous().numpy()})[0]
+    return torch.from_numpy(out).to(x.device)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _validate(x: object, input_size: int) -> None:
+    """The model's own input check (clear errors even for backends that are not PyTorch)."""
+    from . import model as model_module
+
+    validate = getattr(model_module, "validate_input", None)
+    if validate is not None:
+        validate(x, training=False, input_size=input_size)
+    else:  # before the configurable model (input_size) existed
+        model_module.check_input(x, False)
