@@ -7,7 +7,8 @@ from torch import nn
 
 import functional_oracle as oracle
 from conftest import randomize_
-from resnet_arcface import BasicBlock, Bottleneck, IRBlock, ResNetArcFace, resnet_arcface18
+from resnet_arcface import (BasicBlock, Bottleneck, IRBlock, ResNetArcFace, resnet_arcface18,
+                            resnet_arcface_small, validate_input)
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +184,56 @@ def test_cpu_and_cuda_agree():
         cpu = model(x)
         cuda = model.cuda()(x.cuda()).cpu()
     torch.testing.assert_close(cuda, cpu, rtol=1e-3, atol=1e-3)
+
+
+# --- Configured networks: widths, input_size, embedding_dim -------------------------------------------------
+
+def test_defaults_are_gfpgans_configuration():
+    model = ResNetArcFace(use_se=False)
+    assert (model.widths, model.input_size, model.embedding_dim) == ((64, 128, 256, 512), 128, 512)
+    assert len(model.state_dict()) == 181 and sum(p.numel() for p in model.parameters()) == 25_627_081
+
+
+def test_small_variant():
+    model = resnet_arcface_small()
+    assert (model.widths, model.input_size, model.embedding_dim) == ((16, 32, 64, 128), 32, 128)
+    assert 200_000 <= sum(p.numel() for p in model.parameters()) <= 1_000_000
+    assert model.conv1.out_channels == 16 and model.fc5.in_features == 128 * 2 * 2
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 128)
+    assert "input (N, 1, 32, 32)" in repr(model) and "output (N, 128)" in repr(model)
+    assert resnet_arcface_small(input_size=48).fc5.in_features == 128 * 3 * 3
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['width'\]"):
+        resnet_arcface_small(width=8)
+
+
+def test_configured_network_matches_functional_oracle():
+    # A bottleneck-free IRBlock net at another width and size computes the same arithmetic as GFPGAN's.
+    model = randomize_(ResNetArcFace("IRBlock", (1, 1, 1, 1), use_se=True, widths=(16, 32, 48, 64),
+                                     input_size=48, embedding_dim=24), seed=4).eval()
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), oracle.resnet_arcface(model.state_dict(), x, (1, 1, 1, 1)),
+                                   rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"widths": (16, 32, 64)}, r"widths must be four positive ints.*got \(16, 32, 64\)"),
+    ({"widths": (16, 0, 64, 128)}, "widths must be four positive ints"),
+    ({"input_size": 40}, r"input_size must be a positive multiple of 16.*got 40"),
+    ({"input_size": 0}, "input_size must be a positive multiple of 16"),
+    ({"input_size": 32.0}, "input_size must be a positive multiple of 16"),
+    ({"embedding_dim": 0}, r"embedding_dim must be a positive int.*got 0"),
+])
+def test_bad_configuration(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ResNetArcFace(**kwargs)
+
+
+def test_validate_input_follows_the_configured_size():
+    model = resnet_arcface_small().eval()
+    with pytest.raises(ValueError, match=r"shape \(N, 1, 32, 32\), got spatial size 128x128.*"
+                                         r"to 32x32.*preprocess\(images, size=32\)"):
+        model(torch.rand(1, 1, 128, 128))
+    with pytest.raises(ValueError, match=r"\(N, 1, 64, 64\).*got 3 channels"):
+        validate_input(torch.rand(2, 3, 64, 64), input_size=64)
+    validate_input(torch.rand(2, 1, 64, 64), input_size=64)  # fits: no error

@@ -21,7 +21,7 @@ random stream (numpy's ``SeedSequence([s, i])``). Two consequences the training 
 Rendering is vectorised over the batch in torch: every part is a soft-edged (anti-aliased)
 ellipse or band evaluated on an ``(N, size, size)`` coordinate grid.
 """
-from typing import Dict, Tuple
+from typing import Dict, Tuple, Union
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ NUISANCE_RANGES: Dict[str, Tuple[float, float]] = {
 }
 #: Fraction of images with an occluding rectangle (a hand, a scarf, a sign in front of the face).
 OCCLUSION_P = 0.4
-_CHUNK = 512  # images rendered at once: bounds memory at (_CHUNK, size, size) per intermediate
+_CHUNK_PIXELS = 1 << 16  # pixels rendered at once: small enough for the CPU cache, large enough for few ops
 
 
 def _check_int(name: str, value: object, low: int) -> int:
@@ -88,15 +88,19 @@ def _scale(u: torch.Tensor, ranges: Dict[str, Tuple[float, float]]) -> Dict[str,
     return {name: v[:, j, None, None] for j, name in enumerate(ranges)}
 
 
-def _soft(d: torch.Tensor, edge: float) -> torch.Tensor:
+def _soft(d: torch.Tensor, edge: Union[float, torch.Tensor]) -> torch.Tensor:
     """Anti-aliased inside-mask of a region whose signed distance (positive inside) is ``d``."""
     return torch.sigmoid(d / edge)
 
 
-def _ellipse(x: torch.Tensor, y: torch.Tensor, cx, cy, a, b, edge: float) -> torch.Tensor:
-    """Soft mask of the ellipse with centre (cx, cy) and half-axes (a, b); distance approximated at the rim."""
-    d = torch.sqrt(((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 + 1e-12)
-    return _soft((1 - d) * torch.minimum(torch.as_tensor(a), torch.as_tensor(b)), edge)
+def _ellipse(x: torch.Tensor, y: torch.Tensor, cx, cy, a, b, edge: torch.Tensor) -> torch.Tensor:
+    """Soft mask of the ellipse with centre (cx, cy) and half-axes (a, b).
+
+    The signed distance to the rim is approximated by ``(1 - d^2) / 2 * min(a, b)`` with ``d`` the
+    normalised radius: exact to first order at the rim, where the soft edge lives, and no square root.
+    """
+    dx, dy = (x - cx) / a, (y - cy) / b
+    return _soft((1 - dx * dx - dy * dy) * (0.5 * torch.minimum(torch.as_tensor(a), torch.as_tensor(b))), edge)
 
 
 def _paint(img: torch.Tensor, mask: torch.Tensor, tone) -> torch.Tensor:
@@ -114,8 +118,7 @@ def _render(p: Dict[str, torch.Tensor], n: Dict[str, torch.Tensor], size: int) -
     cu, cv = u - n["tx"], v - n["ty"]
     x = (torch.cos(th) * cu + torch.sin(th) * cv) / n["scale"]   # (B, size, size)
     y = (-torch.sin(th) * cu + torch.cos(th) * cv) / n["scale"]
-    edge = edge_img / n["scale"]
-    e = float(edge.max())  # one softness for the chunk: close enough, and keeps ops on plain floats
+    e = edge_img / n["scale"]  # half a pixel in face units, (B, 1, 1)
 
     # Background: a tone with a linear gradient (a wall, lit from somewhere).
     img = (n["bg"] + n["bg_gx"] * u + n["bg_gy"] * v).expand(-1, size, size)
@@ -191,13 +194,15 @@ def _render(p: Dict[str, torch.Tensor], n: Dict[str, torch.Tensor], size: int) -
     return img
 
 
-def _blur(img: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def _blur(img: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
     """Gaussian blur with a different sigma (in pixels) per image: one separable grouped convolution.
+
+    The kernel's radius follows ``max_sigma``, not the batch, so an image does not depend on its neighbours.
 
     Shape:
         - Input: ``(B, H, W)`` and sigma ``(B,)``; output ``(B, H, W)``.
     """
-    radius = max(1, int(np.ceil(3 * float(sigma.max()))))
+    radius = max(1, int(np.ceil(3 * max_sigma)))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-0.5 * (t / sigma.clamp(min=1e-3)[:, None]) ** 2)
     k = k / k.sum(1, keepdim=True)  # (B, 2r+1); sigma -> 0 gives the identity kernel
@@ -241,11 +246,12 @@ def synthetic_faces(num_identities: int, per_identity: int, size: int = 128,
     id_u = torch.from_numpy(np.repeat(np.stack(ids), per_identity, axis=0))  # (N, K_id)
     nuis_u = torch.from_numpy(np.concatenate(nuis))  # (N, K_nuisance): image j of identity i is row i*per+j
     unit_noise = torch.from_numpy(np.concatenate(noise))  # (N, size, size)
-    out = []
-    for start in range(0, id_u.shape[0], _CHUNK):
-        chunk = slice(start, start + _CHUNK)
+    out, step = [], max(1, _CHUNK_PIXELS // (size * size))
+    for start in range(0, id_u.shape[0], step):
+        chunk = slice(start, start + step)
         p, n = _scale(id_u[chunk], IDENTITY_RANGES), _scale(nuis_u[chunk], NUISANCE_RANGES)
-        img = _blur(_render(p, n, size), n["blur"].flatten() * size / 32)
+        px = size / 32  # blur is given in pixels of a 32-px image, so it looks alike at every size
+        img = _blur(_render(p, n, size), n["blur"].flatten() * px, NUISANCE_RANGES["blur"][1] * px)
         out.append((img + unit_noise[chunk] * n["noise"]).clamp(0, 1))
     images = torch.cat(out)[:, None]  # (N, 1, size, size)
     labels = torch.arange(num_identities).repeat_interleave(per_identity)
