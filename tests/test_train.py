@@ -1,0 +1,169 @@
+"""fit, arcface-train and arcface-verify on tiny data: one-epoch smoke tests, resume, and every bad input."""
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet_arcface import load_checkpoint, resnet_arcface_small, synthetic_faces
+from resnet_arcface.cli import train_main, verify_main
+from resnet_arcface.train import fit
+
+TINY = ["--epochs", "1", "--batch-size", "8", "--threads", "1", "--device", "cpu", "--no-progress"]
+
+
+def _run(main, argv, capsys):
+    """``(exit status, stdout, stderr)`` of a command's main, whether it returns or exits."""
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as exc:
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One CPU thread: tiny networks gain nothing from more, and the CLI tests set it anyway (--threads 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synthetic_faces(4, 4, size=32, seed=0), synthetic_faces(3, 3, size=32, seed=1)
+
+
+def test_fit_one_epoch(tiny):
+    (x, y), val = tiny
+    torch.manual_seed(0)
+    model = resnet_arcface_small()
+    history = fit(model, x, y, epochs=1, batch_size=8, device="cpu", val=val, progress=False)
+    assert history["epoch"] == [1] and np.isfinite(history["loss"][0])
+    assert 0 <= history["train_accuracy"][0] <= 1 and history["images_per_s"][0] > 0
+    assert set(history["verification"][0]) == {"auc", "tar_at_far", "threshold", "accuracy"}
+    assert not model.training  # left in eval mode, ready to embed
+
+
+@pytest.mark.parametrize("loss", ["softmax", "cosface"])
+def test_fit_other_losses(tiny, loss):
+    (x, y), _ = tiny
+    history = fit(resnet_arcface_small(), x, y, loss=loss, optimizer="adamw", epochs=1, batch_size=8, device="cpu",
+                  progress=False)
+    assert np.isfinite(history["loss"][0]) and history["verification"] == [None]
+
+
+def test_resume_continues_exactly(tiny):
+    (x, y), _ = tiny
+    kwargs = dict(epochs=2, batch_size=8, device="cpu", progress=False)
+    torch.manual_seed(0)
+    straight = resnet_arcface_small()
+    states = []
+    fit(straight, x, y, on_epoch_end=lambda s: states.append(copy.deepcopy(s)), **kwargs)
+    torch.manual_seed(0)
+    resumed = resnet_arcface_small()
+    history = fit(resumed, x, y, resume=states[0], **kwargs)
+    assert history["epoch"] == [1, 2]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_fit_refuses_bad_arguments(tiny):
+    (x, y), _ = tiny
+    with pytest.raises(ValueError, match="epochs"):
+        fit(resnet_arcface_small(), x, y, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="two identities"):
+        fit(resnet_arcface_small(), x, torch.zeros_like(y), epochs=1, progress=False)
+
+
+def test_train_and_verify_commands(tmp_path, capsys):
+    out = tmp_path / "run"
+    status, stdout, err = _run(train_main, ["--synthetic", "4,4", "--val", "3,3", "--out", out, *TINY], capsys)
+    assert status == 0, err
+    assert "epoch 1/1" in stdout and "wrote" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json", "weights.pt"]
+    load_checkpoint(resnet_arcface_small(), out / "weights.pt")  # a plain state_dict for the small network
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["arch"] == "small" and metrics["epochs_done"] == 1
+    assert len(metrics["history"]["loss"]) == 1 and set(metrics["final"]["tar_at_far"]) == {"0.01", "0.001"}
+
+    status, stdout, err = _run(train_main, ["--synthetic", "4,4", "--val", "3,3", "--out", out, "--resume",
+                                            *TINY, "--epochs", "2"], capsys)  # the last --epochs wins
+    assert status == 0, err
+    assert "epoch 2/2" in stdout and json.loads((out / "metrics.json").read_text())["epochs_done"] == 2
+
+    status, stdout, err = _run(verify_main, ["--weights", out / "weights.pt", "--synthetic", "3,3", "--threads", "1"],
+                               capsys)
+    assert status == 0, err
+    assert "TAR @ FAR 1e-03" in stdout and "raw pixels" in stdout and "(seed 2000)" in stdout
+
+
+def _faces_folder(root: Path, identities: int = 3, per: int = 3) -> Path:
+    images, labels = synthetic_faces(identities, per, size=24, seed=5)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        folder = root / f"person{int(label)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img[0].numpy() * 255).astype(np.uint8)).convert("RGB").save(folder / f"{i}.png")
+    (root / "person0" / "notes.txt").write_text("not an image, skipped")
+    return root
+
+
+def test_train_from_a_folder(tmp_path, capsys):
+    data = _faces_folder(tmp_path / "faces", identities=5)
+    status, stdout, err = _run(train_main, ["--data", data, "--val-fraction", "0.4", "--out", tmp_path / "run", *TINY],
+                               capsys)
+    assert status == 0, err
+    assert "9 images of 3 identities" in stdout and "held out: 6 images of 2 identities" in stdout
+
+
+def _bad_inputs(tmp_path: Path):
+    """``(argv, words the message must contain)`` for every bad input."""
+    empty = tmp_path / "empty"
+    (empty / "alice").mkdir(parents=True)
+    one = _faces_folder(tmp_path / "one", identities=1)
+    broken = _faces_folder(tmp_path / "broken")
+    (broken / "person1" / "9.jpg").write_bytes(b"not a jpeg")
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "weights.pt").write_bytes(b"")
+    return [
+        (["--data", tmp_path / "missing"], ["--data", "no such folder"]),
+        (["--data", empty], ["--data", "no images"]),
+        (["--data", one], ["only one identity", "at least two"]),
+        (["--data", broken], ["9.jpg", "replace or remove"]),
+        (["--synthetic", "4,4", "--epochs", "0"], ["--epochs", "positive"]),
+        (["--synthetic", "4"], ["--synthetic", "IDS,PER_ID"]),
+        (["--synthetic", "4,4", "--loss", "sphereface"], ["--loss", "arcface"]),
+        (["--synthetic", "4,4", "--arch", "resnet50"], ["--arch", "small"]),
+        (["--synthetic", "4,4", "--size", "40"], ["--size", "multiple of 16"]),
+        (["--synthetic", "4,4", "--loss", "softmax", "--margin", "0.3"], ["--margin", "softmax"]),
+        (["--synthetic", "4,4", "--out", done], ["already holds a run", "--resume"]),
+        (["--synthetic", "4,4", "--resume"], ["--resume", "no run to resume"]),
+    ]
+
+
+def test_every_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    for argv, words in _bad_inputs(tmp_path):
+        out = tmp_path / "out"
+        argv = argv if "--out" in argv else [*argv, "--out", out]
+        status, stdout, err = _run(train_main, [*argv, "--threads", "1", "--device", "cpu", "--no-progress"], capsys)
+        assert status == 2, (argv, err)
+        assert err.count("\n") == 1 and err.startswith("arcface-train: ") and "Traceback" not in err, err
+        assert all(w in err for w in words), (words, err)
+        assert not out.exists(), argv
+
+
+def test_verify_bad_inputs(tmp_path, capsys):
+    status, _, err = _run(verify_main, ["--weights", tmp_path / "nope.pt", "--synthetic", "3,3"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "--weights" in err and "no such file" in err
+    weights = tmp_path / "w.pt"
+    torch.save(resnet_arcface_small().state_dict(), weights)
+    status, _, err = _run(verify_main, ["--weights", weights, "--synthetic", "3,3", "--arch", "resnet_arcface18"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "--arch and --size" in err
+    status, _, err = _run(verify_main, ["--weights", weights, "--synthetic", "3,1"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "genuine" in err
