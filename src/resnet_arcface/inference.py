@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import time
+import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .folding import fold_batchnorm, fold_bn_linear, fold_conv_bn, fold_linear_bn  # noqa: F401 (public here)
+from .model import validate_input
 
 __all__ = ["optimize", "Embedder", "BackendUnavailable", "BACKENDS", "AUTO_ORDER", "available_backends",
            "fold_conv_bn", "fold_batchnorm", "to_channels_last", "export_onnx", "onnx_session", "MIN_COSINE"]
@@ -252,8 +254,13 @@ def export_onnx(model: nn.Module, input_size: int = 128, batch_size: Optional[in
 
     example = torch.zeros(batch_size or 2, 1, input_size, input_size)
     dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1, max=4096)},)
-    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dynamic, input_names=["faces"],
-                                output_names=["embeddings"], optimize=False, verbose=False)
+    with warnings.catch_warnings():  # the exporter's internal deprecation notices are not the caller's to fix
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        # optimize=False: ONNX Runtime runs its own graph optimisations on loading, so the exporter's
+        # (onnxscript's) pass would only double the export time.
+        program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dynamic, input_names=["faces"],
+                                    output_names=["embeddings"], optimize=False, verbose=False)
     proto = program.model_proto
     onnx.checker.check_model(proto, full_check=True)  # structure, types and shapes are valid ONNX
     return proto
@@ -290,11 +297,5 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _validate(x: object, input_size: int) -> None:
-    """The model's own input check (clear errors even for backends that are not PyTorch)."""
-    from . import model as model_module
-
-    validate = getattr(model_module, "validate_input", None)
-    if validate is not None:
-        validate(x, training=False, input_size=input_size)
-    else:  # before the configurable model (input_size) existed
-        model_module.check_input(x, False)
+    """The model's own input check, so that every backend (ONNX Runtime too) answers bad input clearly."""
+    validate_input(x, training=False, input_size=input_size)

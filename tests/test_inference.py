@@ -1,0 +1,241 @@
+"""The fast path: exact BatchNorm folding (and its bn0 trap), every backend against eager float32,
+the ONNX export, unavailable backends, and fc5 compression. No timings: the benchmark measures speed."""
+import importlib.util
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import resnet_arcface
+from conftest import randomize_
+from resnet_arcface import IRBlock, resnet_arcface18, resnet_arcface_small
+from resnet_arcface import inference
+from resnet_arcface.compress import checkpoint_bytes, compress_state_dict, decompress_state_dict, quantize_fc5_onnx
+from resnet_arcface.inference import (MIN_COSINE, BackendUnavailable, export_onnx, fold_batchnorm, fold_conv_bn,
+                                      onnx_session, optimize)
+
+HAVE_ORT = all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime"))
+EXACT_BACKENDS = ["eager", "channels_last", "fold", "fold_channels_last", "onnxruntime"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(2, before))  # the test machine is shared
+    yield
+    torch.set_num_threads(before)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return F.cosine_similarity(a.float(), b.float(), dim=1).min().item()
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    """The small configuration with SE gates, every weight and BN statistic random (non-trivial BN)."""
+    return randomize_(resnet_arcface_small(use_se=True), seed=1).eval()
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    """The shipped trained weights when they exist; until then a randomised small model."""
+    if hasattr(resnet_arcface, "pretrained"):
+        try:
+            return resnet_arcface.pretrained("synthetic").eval()
+        except (FileNotFoundError, ValueError):  # weights not shipped yet
+            pass
+    return randomize_(resnet_arcface_small(), seed=2).eval()
+
+
+@pytest.fixture(scope="module")
+def faces(random_model):
+    torch.manual_seed(0)
+    return torch.randn(5, 1, random_model.input_size, random_model.input_size)
+
+
+# --- BatchNorm folding ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1, bias=False), dict(kernel_size=1, stride=2),
+                                    dict(kernel_size=3, stride=2, padding=1, groups=2, bias=True)])
+def test_fold_conv_bn_equals_conv_then_bn(kwargs):
+    conv = nn.Conv2d(4, 6, **kwargs)
+    bn = randomize_(nn.BatchNorm2d(6)).eval()
+    before = {k: v.clone() for k, v in {**conv.state_dict(), **bn.state_dict()}.items()}
+    folded = fold_conv_bn(conv, bn)
+    x = torch.randn(2, 4, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+    assert folded.bias is not None and folded.stride == conv.stride and folded.groups == conv.groups
+    after = {**conv.state_dict(), **bn.state_dict()}
+    assert all(torch.equal(before[k], after[k]) for k in before), "fold_conv_bn must not modify its arguments"
+
+
+def test_fold_conv_bn_rejects_mismatched_pair():
+    with pytest.raises(ValueError, match="channels"):
+        fold_conv_bn(nn.Conv2d(4, 6, 3), nn.BatchNorm2d(4))
+
+
+def test_fold_batchnorm_is_exact_on_gfpgan_and_leaves_bn0():
+    model = randomize_(resnet_arcface18()).eval()
+    folded = fold_batchnorm(model)
+    x = torch.randn(2, 1, 128, 128)
+    with torch.no_grad():
+        assert cosine(folded(x), model(x)) >= MIN_COSINE
+    blocks = [m for m in folded.modules() if isinstance(m, IRBlock)]
+    assert len(blocks) == 8 and all(isinstance(b.bn0, nn.BatchNorm2d) for b in blocks)
+    left = [n for n, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert left == [f"layer{s}.{i}.bn0" for s in range(1, 5) for i in range(2)], left
+    assert isinstance(model.layer1[0].bn1, nn.BatchNorm2d), "the original model must be untouched"
+
+
+def test_fold_batchnorm_refuses_train_mode():
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(resnet_arcface_small())
+
+
+def test_folding_bn0_would_break_exactness_at_the_border():
+    """The trap: bn0 comes BEFORE conv1, which pads with zeros. Folded into conv1, its shift would
+    reach the padded border too, where the real block sees zeros: the output changes there only."""
+    block = randomize_(IRBlock(8, 8, use_se=False)).eval()
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad():
+        scale = block.bn0.weight / torch.sqrt(block.bn0.running_var + block.bn0.eps)
+        shift = block.bn0.bias - block.bn0.running_mean * scale
+        wrong = nn.Conv2d(8, 8, 3, padding=1, bias=True)
+        wrong.weight.copy_(block.conv1.weight * scale.view(1, -1, 1, 1))  # scale each INPUT channel
+        wrong.bias.copy_((block.conv1.weight * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3)))
+        right, bad = block.conv1(block.bn0(x)), wrong(x)
+    torch.testing.assert_close(bad[..., 1:-1, 1:-1], right[..., 1:-1, 1:-1], rtol=1e-5, atol=1e-5)  # interior: same
+    border = (bad - right).abs()
+    assert border[..., 0, :].mean() > 1e-2 and border[..., :, -1].mean() > 1e-2  # border: different
+    assert cosine(bad.flatten(1), right.flatten(1)) < 0.9999
+
+
+# --- Every backend against eager float32 ----------------------------------------------------------
+
+@pytest.mark.parametrize("weights", ["random", "trained"])
+@pytest.mark.parametrize("backend", EXACT_BACKENDS)
+def test_backend_matches_eager(backend, weights, random_model, trained_model):
+    if backend == "onnxruntime" and not HAVE_ORT:
+        pytest.skip("onnx/onnxruntime not installed")
+    model = random_model if weights == "random" else trained_model
+    embedder = optimize(model, backend)
+    x = torch.randn(3, 1, model.input_size, model.input_size)
+    with torch.no_grad():
+        expected = model(x)
+    got = embedder(x)
+    assert got.shape == expected.shape == (3, model.embedding_dim)
+    assert cosine(got, expected) >= MIN_COSINE
+    assert embedder.min_cosine >= MIN_COSINE and embedder.backend == backend
+
+
+@pytest.mark.skipif(os.environ.get("RESNET_ARCFACE_TEST_COMPILE") != "1",
+                    reason="Inductor's cold compile takes 30-150 s on a 2-core CPU; set RESNET_ARCFACE_TEST_COMPILE=1 "
+                           "(python -m resnet_arcface.bench checks compile against eager on every run)")
+def test_compile_matches_eager_on_a_tiny_model():
+    # A tiny configuration keeps the compile short; the arithmetic is the same code path.
+    model = randomize_(resnet_arcface_small(widths=(4, 8, 8, 8), input_size=16, embedding_dim=8), seed=3).eval()
+    embedder = optimize(model, "compile", batch_size=2)
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        assert cosine(embedder(x), model(x)) >= MIN_COSINE
+
+
+def test_bf16_is_measured_not_held_to_the_bar(random_model, faces):
+    embedder = optimize(random_model, "bf16")
+    assert not embedder.exact and 0.99 < embedder.min_cosine <= 1.0
+    assert embedder(faces).dtype == torch.float32
+
+
+def test_auto_picks_onnxruntime_on_cpu_and_batch_size_chunks_and_pads(random_model):
+    if not HAVE_ORT:
+        pytest.skip("onnx/onnxruntime not installed")
+    embedder = optimize(random_model, "auto", batch_size=4)  # ONNX Runtime, exported with a static batch of 4
+    assert embedder.backend == "onnxruntime" and embedder.fallbacks == []
+    for n in (1, 4, 6):  # padded, exact, chunked
+        x = torch.randn(n, 1, 32, 32)
+        with torch.no_grad():
+            assert cosine(embedder(x), random_model(x)) >= MIN_COSINE
+
+
+def test_optimize_refuses_train_mode_and_bad_arguments(random_model):
+    with pytest.raises(ValueError, match="eval"):
+        optimize(resnet_arcface_small(), "eager")
+    with pytest.raises(ValueError, match="Unknown backend"):
+        optimize(random_model, "tensorrt")
+    with pytest.raises(ValueError, match="batch_size"):
+        optimize(random_model, "eager", batch_size=0)
+
+
+def test_embedder_validates_input(random_model):
+    embedder = optimize(random_model, "fold", check=False)
+    with pytest.raises(ValueError, match="channels"):
+        embedder(torch.randn(2, 3, 32, 32))
+
+
+# --- ONNX -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_proto(trained_model):
+    if not HAVE_ORT:
+        pytest.skip("onnx/onnxruntime not installed")
+    return export_onnx(fold_batchnorm(trained_model), input_size=trained_model.input_size)
+
+
+def test_onnx_export_passes_the_checker_and_has_a_dynamic_batch(trained_proto, trained_model):
+    import onnx
+
+    proto = trained_proto
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["faces"] and [o.name for o in proto.graph.output] == ["embeddings"]
+    session = onnx_session(proto, threads=1)
+    for n in (1, 3):
+        x = torch.randn(n, 1, trained_model.input_size, trained_model.input_size)
+        out = session.run(None, {"faces": x.numpy()})[0]
+        with torch.no_grad():
+            assert cosine(torch.from_numpy(out), trained_model(x)) >= MIN_COSINE
+
+
+def test_unavailable_backend_says_why_and_auto_falls_back(random_model, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(inference.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(BackendUnavailable, match="pip install onnxruntime"):
+        optimize(random_model, "onnxruntime")
+    embedder = optimize(random_model, "auto")
+    assert embedder.backend == "fold_channels_last"
+    assert embedder.fallbacks[0][0] == "onnxruntime" and "onnxruntime" in embedder.fallbacks[0][1]
+
+
+# --- fc5 compression ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt, max_rel", [("fp32", 0.0), ("fp16", 1e-3), ("int8", 1e-2)])
+def test_fc5_compression_round_trip(fmt, max_rel, trained_model):
+    state = trained_model.state_dict()
+    packed = compress_state_dict(state, fc5=fmt)
+    restored = decompress_state_dict(packed)
+    assert set(restored) == set(state)
+    model = resnet_arcface_small().eval()
+    model.load_state_dict(restored)  # strict: the keys and shapes of a normal checkpoint
+    w, w0 = restored["fc5.weight"], state["fc5.weight"]
+    assert w.dtype == torch.float32
+    assert (w - w0).abs().max() <= max_rel * w0.abs().max() + 1e-12
+    assert all(torch.equal(restored[k], state[k]) for k in state if k != "fc5.weight")
+
+
+def test_fc5_compression_shrinks_gfpgans_checkpoint():
+    state = resnet_arcface18().state_dict()
+    sizes = {fmt: checkpoint_bytes(compress_state_dict(state, fc5=fmt)) for fmt in ("fp32", "fp16", "int8")}
+    fc5 = state["fc5.weight"].numel()
+    assert sizes["fp32"] - sizes["fp16"] == pytest.approx(2 * fc5, rel=0.01)
+    assert sizes["fp32"] - sizes["int8"] == pytest.approx(3 * fc5, rel=0.01)
+
+
+def test_fc5_dynamic_int8_runs_close_to_fp32(trained_proto, trained_model):
+    session = onnx_session(quantize_fc5_onnx(trained_proto), threads=1)
+    x = torch.randn(4, 1, trained_model.input_size, trained_model.input_size)
+    out = torch.from_numpy(session.run(None, {"faces": x.numpy()})[0])
+    with torch.no_grad():
+        assert cosine(out, trained_model(x)) > 0.99
