@@ -7,6 +7,7 @@ Two kinds of evidence:
 * the package's own components and an independent from-scratch implementation (below,
   written without the package and in a slightly different style) pass and print one line.
 """
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -151,13 +152,12 @@ class ScratchResNetArcFace(nn.Module):
 
 
 CORRECT = [
-    ("conv3x3", ra.conv3x3), ("conv3x3", scratch_conv3x3),
-    ("basic_block", ra.BasicBlock), ("basic_block", ScratchBasicBlock),
-    ("bottleneck", ra.Bottleneck), ("bottleneck", ScratchBottleneck),
-    ("se_block", ra.SEBlock), ("se_block", ScratchSEBlock),
-    ("ir_block", ra.IRBlock), ("ir_block", ScratchIRBlock),
-    ("resnet_arcface", ra.ResNetArcFace), ("resnet_arcface", ScratchResNetArcFace),
+    ("conv3x3", scratch_conv3x3), ("basic_block", ScratchBasicBlock), ("bottleneck", ScratchBottleneck),
+    ("se_block", ScratchSEBlock), ("ir_block", ScratchIRBlock), ("resnet_arcface", ScratchResNetArcFace),
 ]
+#: The package's own answers: they pass every comparison and are then rejected, because reuse is checked last.
+REFERENCES = [("conv3x3", ra.conv3x3), ("basic_block", ra.BasicBlock), ("bottleneck", ra.Bottleneck),
+              ("se_block", ra.SEBlock), ("ir_block", ra.IRBlock), ("resnet_arcface", ra.ResNetArcFace)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +171,55 @@ def test_correct_implementation_passes_with_one_line(exercise, obj, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"{check.__name__}: all ") and "configurations match the reference" in lines[0]
+
+
+@pytest.mark.parametrize("exercise, obj", REFERENCES, ids=[e for e, _ in REFERENCES])
+def test_the_reference_matches_everything_but_is_rejected_as_reuse(exercise, obj, capsys):
+    with pytest.raises(CheckFailed) as info:
+        EXERCISES[exercise][1](obj)
+    assert info.value.problem == f"{obj.__name__} is the package's own {obj.__name__}, not your implementation"
+    assert capsys.readouterr().out == ""
+
+
+class _Subclass(ra.IRBlock):
+    pass
+
+
+class _Wrapper(ScratchIRBlock):
+    """Its own __init__, but forward delegates to the package's."""
+
+    def forward(self, x):
+        return ra.IRBlock.forward(self, x)
+
+
+def _wrapped_conv3x3(inplanes, outplanes, stride=1):
+    return ra.conv3x3(inplanes, outplanes, stride)
+
+
+class _WrappedModel(ra.ResNetArcFace.__mro__[1]):  # nn.Module, holding the package's network
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.net = ra.ResNetArcFace(*args, **kwargs)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("exercise, obj, phrase", [
+    ("conv3x3", lambda i, o, stride=1: ra.conv3x3(i, o, stride), "calls the package's own conv3x3"),
+    ("conv3x3", _wrapped_conv3x3, "calls the package's own conv3x3"),
+    ("ir_block", _Subclass, "is a subclass of the package's IRBlock"),
+    ("ir_block", _Wrapper, "calls the package's own IRBlock (IRBlock.forward)"),
+], ids=["lambda", "function", "subclass", "wrapper-class"])
+def test_reusing_the_package_is_rejected(exercise, obj, phrase):
+    with pytest.raises(CheckFailed, match=re.escape(phrase)):
+        EXERCISES[exercise][1](obj)
+
+
+def test_a_wrapped_network_is_rejected_by_structure_first():
+    """Wrapping the whole network renames every key (net.conv1 ...), which the structure comparison names."""
+    with pytest.raises(CheckFailed, match="conv1 missing"):
+        check_resnet_arcface(_WrappedModel)
 
 
 @pytest.mark.parametrize("m", MUTANTS, ids=[m.id for m in MUTANTS])
@@ -253,7 +302,7 @@ def test_wrong_kind_of_object_gives_a_friendly_message(bad, phrase):
 def test_learners_random_state_is_left_alone():
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    check_ir_block(ra.IRBlock)
+    check_ir_block(ScratchIRBlock)
     with pytest.raises(CheckFailed):
         check_conv3x3(lambda i, o, stride=1: nn.Conv2d(i, o, 3, stride, 1))
     assert torch.equal(before, torch.get_rng_state())

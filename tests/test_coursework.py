@@ -23,8 +23,7 @@ import pytest
 
 from resnet_arcface import checks
 from resnet_arcface.coursework import grade, student
-from resnet_arcface.coursework.student import (STUB_MESSAGE, SolutionMarkerError, StripSolutions, stub_notebook,
-                                               stub_source, strip_solution_directives)
+from resnet_arcface.coursework.student import STUB_MESSAGE, SolutionMarkerError, stub_notebook, stub_source
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STUB_LINE = f'raise NotImplementedError("{STUB_MESSAGE}")'
@@ -107,10 +106,14 @@ def test_malformed_solution_cells_raise_a_clear_error(source, problem):
     assert "notebooks/99_demo.ipynb, cell 1" in str(info.value)
 
 
-def test_an_unclosed_gated_solution_is_an_error():
-    nb = make_nb(("md", "```{solution-start} ex-1\n```"), "print('answer')")
-    with pytest.raises(SolutionMarkerError, match="never closed by {solution-end}"):
-        stub_notebook(nb, name="demo")
+@pytest.mark.parametrize("directive", ["```{solution-start} ex-1\n:class: dropdown\n```", "```{solution-end}\n```",
+                                       "::::{solution} ex-1\n:class: dropdown\nANSWER\n::::"])
+def test_a_solution_directive_in_an_untagged_cell_fails_loudly(directive):
+    nb = make_nb("import torch", ("md", ":::{exercise}\n:label: ex-1\nQ?\n:::\n\n" + directive))
+    with pytest.raises(SolutionMarkerError, match=r"demo\.ipynb, cell 1: .* not tagged 'remove-student'"):
+        stub_notebook(nb, name="demo.ipynb")
+    nb.cells[1].metadata["tags"] = ["remove-student"]  # tagged: the whole cell goes, exercise text included
+    assert [c.source for c in stub_notebook(nb).cells] == ["import torch"]
 
 
 def test_stub_accepts_ipython_syntax():
@@ -119,79 +122,49 @@ def test_stub_accepts_ipython_syntax():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The student edition: markdown
+# The student edition: a chapter written to the convention (CONTRIBUTING.md, "How a chapter is written")
 # ---------------------------------------------------------------------------------------------------------------
 
-EXERCISE_MD = textwrap.dedent("""\
-    ## Check yourself
-
-    :::{exercise}
-    :label: ex-1
-    How many parameters?
-    :::
-
-    ::::{solution} ex-1
-    :class: dropdown
-    WRITTEN-ANSWER
-    ```python
-    print("WRITTEN-CODE")
-    ```
-    ::::
-
-    :::{exercise}
-    :label: ex-2
-    **Implement it yourself.**
-    :::
-
-    ```{solution-start} ex-2
-    :class: dropdown
-    ```""")
-
-
-def test_written_and_gated_solutions_are_removed():
-    text = strip_solution_directives(EXERCISE_MD + "\nANSWER-PROSE\n```python\nANSWER-CODE\n```\n"
-                                     "```{solution-end}\n```\nAfter the gate.")
-    assert "WRITTEN" not in text and "ANSWER" not in text and "{solution" not in text
-    assert ":label: ex-1" in text and ":label: ex-2" in text and text.endswith(":::\n\nAfter the gate.")
-    assert strip_solution_directives("```{solution-end}\n```") == ""
-
-
-def test_code_blocks_that_show_the_directive_syntax_are_kept():
-    shown = "Write it like this:\n\n````md\n```{solution-start} ex-1\n:class: dropdown\n```\n````\n"
-    assert strip_solution_directives(shown) == shown  # untouched: no directive, only an example of one
-    nested = "```{admonition} Note\ntext\n```\n```{solution-start} ex\n```\ncode\n```{solution-end}\n```\nend"
-    assert strip_solution_directives(nested) == "```{admonition} Note\ntext\n```\nend"
+REMOVE = ["remove-student"]
 
 
 def chapter_like_notebook() -> nbformat.NotebookNode:
-    """The shape of a chapter's exercise section (see notebooks/04_se_block.ipynb)."""
+    """The shape of a chapter's exercise section: answers in cells tagged remove-student, the learner's cell tagged
+    solution between its gates, the self-check after it."""
     nb = make_nb(
         "import torch\nfrom torch import nn",
         "print('visible output')",
-        ("md", EXERCISE_MD),
+        ("md", "## Check yourself\n\n:::{exercise}\n:label: ex-1\nHow many parameters?\n:::"),
+        ("md", "::::{solution} ex-1\n:class: dropdown\nWRITTEN-ANSWER\n```python\nprint('WRITTEN-CODE')\n```\n::::",
+         REMOVE),
+        ("md", ":::{exercise}\n:label: ex-2\n**Implement it yourself.**\n:::"),
+        ("md", "```{solution-start} ex-2\n:class: dropdown\n```", REMOVE),
         ("code", SE_SOLUTION, ["solution"]),
-        ("md", "```{solution-end}\n```"),
+        ("md", "```{solution-end}\n```", REMOVE),
         ("code", "from resnet_arcface.checks import check_se_block\ncheck_se_block(MySEBlock)", ["nbval-check-output"]),
-        ("md", ":::{exercise}\n:label: ex-3\nWhy?\n:::\n\n```{solution-start} ex-3\n:class: dropdown\n```\n"
-               "GATED-ANSWER-PROSE"),
-        ("code", "print('GATED-ANSWER-CODE')"),
-        ("md", "```{solution-end}\n```\n\n## Summary"),
+        ("md", ":::{exercise}\n:label: ex-3\nWhy?\n:::"),
+        ("md", "```{solution-start} ex-3\n:class: dropdown\n```", REMOVE),
+        ("md", "GATED-ANSWER-PROSE", REMOVE),
+        ("code", "print('GATED-ANSWER-CODE')", REMOVE),
+        ("md", "```{solution-end}\n```", REMOVE),
+        ("md", "## Summary"),
     )
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="OUTPUT-OF-A-CELL\n")]
             cell.execution_count = 1
+            cell.metadata["execution"] = {"iopub.status.busy": "2026-01-01T00:00:00Z"}
     return nb
 
 
-def test_preprocessor_strips_solutions_and_clears_outputs():
+def test_student_edition_removes_tagged_cells_stubs_and_clears_outputs():
     nb = chapter_like_notebook()
     out = stub_notebook(nb, name="chapter")
-    kinds = [c.cell_type for c in out.cells]
-    assert kinds == ["code", "code", "markdown", "markdown", "code", "code", "markdown", "markdown"]
-    assert out.cells[3].source == student.YOUR_TURN
+    assert [c.cell_type for c in out.cells] == ["code", "code", "markdown", "markdown", "code", "code", "markdown",
+                                                "markdown"]
     assert out.cells[6].source == ":::{exercise}\n:label: ex-3\nWhy?\n:::" and out.cells[7].source == "## Summary"
-    assert all(c.outputs == [] and c.execution_count is None for c in out.cells if c.cell_type == "code")
+    assert all(c.outputs == [] and c.execution_count is None and "execution" not in c.metadata
+               for c in out.cells if c.cell_type == "code")
     text = nbformat.writes(out)
     for leaked in ("SECRET", "WRITTEN", "GATED-ANSWER", "BEGIN SOLUTION", "END SOLUTION", "{solution"):
         assert leaked not in text
@@ -205,14 +178,7 @@ def test_html_variant_keeps_the_outputs_of_ordinary_cells():
     assert with_outputs == ["import torch", "print('visible output')"]  # not the stub, self-check or answer
 
 
-def test_preprocessor_works_through_nbconvert():
-    from nbconvert import NotebookExporter
-
-    body, _ = NotebookExporter(preprocessors=[StripSolutions()]).from_notebook_node(chapter_like_notebook())
-    assert "SECRET" not in body and STUB_MESSAGE in body
-
-
-def test_arcface_student_writes_stubbed_notebooks(tmp_path):
+def test_arcface_student_writes_stubbed_notebooks(tmp_path, capsys):
     src = tmp_path / "notebooks"
     src.mkdir()
     nbformat.write(chapter_like_notebook(), src / "04_se_block.ipynb")
@@ -222,6 +188,9 @@ def test_arcface_student_writes_stubbed_notebooks(tmp_path):
     assert "SECRET" not in written.read_text() and (written.parent / "figure.png").exists()
     nbformat.write(make_nb(("code", "x = 1", ["solution"])), src / "05_bad.ipynb")
     assert student.main(["--notebooks", str(src), "--out", str(tmp_path / "student"), "--no-html"]) == 1
+    nbformat.write(make_nb("x = 1", ("md", "```{solution-start} ex-1\n```")), src / "05_bad.ipynb")
+    assert student.main(["--notebooks", str(src), "--out", str(tmp_path / "student"), "--no-html"]) == 1
+    assert "05_bad.ipynb, cell 1: " in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,22 +212,20 @@ def solution_regions(nb) -> list:
 
 
 def answers(nb) -> list:
-    """What a student must not see besides the solution regions: the code cells of gated solutions that are not
-    learner stubs, and the lines of written ``{solution}`` directives (colon-fenced, as the chapters write them)."""
-    found, inside = [], False
+    """What a student must not see besides the solution regions: the long lines of the markdown cells tagged
+    remove-student (written solutions) and the whole source of the code cells tagged remove-student."""
+    found = []
     for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for block in re.findall(r"^(:{3,})\{solution\}[^\n]*\n(.*?)^\1[ \t]*$", cell.source, re.S | re.M):
-                found += [line for line in block[1].splitlines() if len(line.strip()) >= 30]
-            marks = re.findall(r"\{solution-(start|end)\}", cell.source)
-            inside = marks[-1] == "start" if marks else inside
-        elif inside and "solution" not in cell.metadata.get("tags", []) and len(cell.source.strip()) >= 20:
-            found.append(cell.source)
+        if "remove-student" in cell.metadata.get("tags", []):
+            found += ([cell.source] if cell.cell_type == "code" and len(cell.source.strip()) >= 20 else
+                      [ln for ln in cell.source.splitlines() if len(ln.strip()) >= 30 and "{solution" not in ln])
     return found
 
 
 REAL_NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
-REAL_WITH_SOLUTIONS = [p for p in REAL_NOTEBOOKS if solution_regions(nbformat.read(p, as_version=4))]
+#: The chapters already written to the tag convention (a remove-student cell and a solution cell).
+REAL_WITH_SOLUTIONS = [p for p in REAL_NOTEBOOKS if solution_regions(nbformat.read(p, as_version=4)) and any(
+    "remove-student" in c.metadata.get("tags", []) for c in nbformat.read(p, as_version=4).cells)]
 
 
 def _errors(cell) -> str:
@@ -301,14 +268,12 @@ def _check_stubs_raise(path: Path) -> list:
     return problems
 
 
-@pytest.mark.skipif(not REAL_WITH_SOLUTIONS, reason="no chapter notebook with a solution cell yet")
+@pytest.mark.skipif(not REAL_WITH_SOLUTIONS, reason="no chapter notebook written to the tag convention yet")
 @pytest.mark.timeout(1200)
 def test_student_edition_of_the_real_chapters(tmp_path):
-    written = student.write_student_notebooks(REPO_ROOT / "notebooks", tmp_path / "notebooks")
-    assert {p.name for p in written} == {p.name for p in REAL_NOTEBOOKS}
     for path in REAL_WITH_SOLUTIONS:
         original = nbformat.read(path, as_version=4)
-        stubbed = nbformat.read(tmp_path / "notebooks" / path.name, as_version=4)
+        stubbed = stub_notebook(original, name=path.name)
         text = nbformat.writes(stubbed)
         assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, path.name
         assert not re.search(r"^[ \t]*(`{3,}|:{3,})\{solution", text.replace("\\n", "\n"), re.M), path.name
@@ -360,32 +325,19 @@ SE_OK = textwrap.dedent("""\
 SE_RELU = SE_OK.replace("nn.PReLU()", "nn.ReLU()")
 CONV_NONE = "def my_conv3x3(inplanes, outplanes, stride=1):\n    return None"
 CHEAT = textwrap.dedent("""\
-    import sys, types
-    import resnet_arcface.checks as c
-    # 1. print the success lines the checks print
+    from IPython.display import display
+    # print the success lines the checks print, and results in the grader's own format, from a learner cell
     print("check_conv3x3: all 4 configurations match the reference (structure, eval/train outputs and gradients) ✓")
     print("check_se_block: all 4 configurations match the reference (structure, eval/train outputs and gradients) ✓")
-    # 2. replace the checks, the registry and the module itself
-    ok = lambda obj: print("✓")
-    c.check_conv3x3 = c.check_se_block = ok
-    c.EXERCISES = {k: (v[0], ok) for k, v in c.EXERCISES.items()}
-    fake = types.ModuleType("resnet_arcface.checks")
-    fake.EXERCISES = c.EXERCISES
-    sys.modules["resnet_arcface.checks"] = fake
-    # 3. a results line in the grader's format, without the nonce
-    print('{"nonce": "guess", "results": {"conv3x3": [true, "ok"], "se_block": [true, "ok"]}}')
-    c.check_conv3x3(my_conv3x3)
-    # 4. patch the engine the checks import: every check would print its success line and compare nothing
-    import resnet_arcface.check_engine as engine
-    engine._run_check = lambda spec, obj, cases, want_class=True: print(
-        f"{spec.check}: all {len(cases)} configurations match the reference ({spec.what}) ✓")""")
+    for exercise in ("conv3x3", "se_block"):
+        display({"application/vnd.arcface-grade+json": {"exercise": exercise, "result": [True, "ok"]}}, raw=True)""")
 
 SUBMISSIONS = {
     "alice": [IMPORTS, CONV_OK, "1 / 0  # a failing cell does not stop the rest", SE_OK],  # correct
     "bob": [IMPORTS, CONV_BIAS],  # a known mistake, and no SE block
     "carol": [IMPORTS, CONV_OK, "import os\nos._exit(1)", SE_OK],  # the kernel dies
     "dave": [IMPORTS, CONV_OK, SE_OK, "import time\ntime.sleep(1e6)"],  # hangs
-    "eve": [IMPORTS, CONV_NONE, SE_RELU, CHEAT],  # cheats, also by patching resnet_arcface.check_engine
+    "eve": [IMPORTS, CONV_NONE, SE_RELU, CHEAT],  # prints success lines and fake results
 }
 TIMEOUT = 20
 
@@ -473,11 +425,9 @@ def test_a_worker_past_its_hard_limit_is_killed_with_its_kernel(tmp_path, monkey
     pid_file = tmp_path / "kernel.pid"
     nb = make_nb(IMPORTS, f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\nwhile True:\n    pass")
     nbformat.write(nb, tmp_path / "spinner.ipynb")
-    monkeypatch.setattr(grade, "_hard_limit", lambda *args: 12)  # below the notebook's own 60 s limit
-    table, name, path = grade.load_exercises()
+    monkeypatch.setattr(grade, "hard_limit", lambda *args: 12)  # below the notebook's own 60 s limit
     start = time.monotonic()
-    results = grade.run_worker(tmp_path / "spinner.ipynb", table[:1], name, path, timeout=60, check_timeout=10,
-                               env=grade.kernel_env())
+    results = grade.run_worker(tmp_path / "spinner.ipynb", [("conv3x3", "my_conv3x3")], timeout=60, check_timeout=10)
     assert time.monotonic() - start < 30
     assert results == {"conv3x3": (False, "timed out after 60 s")}
     pid = int(pid_file.read_text())
@@ -488,11 +438,9 @@ def test_a_worker_past_its_hard_limit_is_killed_with_its_kernel(tmp_path, monkey
 
 
 @pytest.mark.timeout(200)
-def test_grading_a_folder_per_learner_with_the_cli(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("ARCFACE_TEST_SECRET", "hunter2")  # must not reach the learners' kernels
-    not_in_env = 'import os\nif "ARCFACE_TEST_SECRET" in os.environ:\n    del MySEBlock'
+def test_grading_a_folder_per_learner_with_the_cli(tmp_path, capsys):
     folder = write_submissions(tmp_path / "subs", {
-        "frank": {"01_conv3x3": [IMPORTS, CONV_OK], "04_se_block": [IMPORTS, CONV_BIAS, SE_OK, not_in_env]},
+        "frank": {"01_conv3x3": [IMPORTS, CONV_OK], "04_se_block": [IMPORTS, CONV_BIAS, SE_OK]},
         "gina": [IMPORTS, "def my_conv3x3(*args, **kwargs):\n    while True:\n        pass"],  # hangs in the check
         "broken": [],
     })
@@ -509,7 +457,7 @@ def test_grading_a_folder_per_learner_with_the_cli(tmp_path, capsys, monkeypatch
     ]
     assert rows[0][3].startswith("could not read the notebook")
     assert rows[5][3] == "MyIRBlock not defined"
-    assert rows[6][3] == "the check timed out after 5 s"
+    assert rows[6][3] == rows[7][3] == "the checks timed out (5 s per exercise)"
     assert grade.main([str(folder), "--out", str(out), "--exercises", "nope"]) == 2
     assert "unknown exercise(s) nope" in capsys.readouterr().err
 
@@ -558,14 +506,17 @@ def test_student_book_hides_what_the_instructor_book_shows(tmp_path):
     (book / "_config.yml").write_text(TINY_CONFIG)
     (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: notebooks/ch\n- file: page\n")
     (book / "intro.md").write_text("# Intro\n")
-    (book / "page.md").write_text("# Page\n\n:::{exercise}\n:label: ex-page\nQ?\n:::\n\n"
-                                  "::::{solution} ex-page\nPAGE-ANSWER\n::::\n")
+    (book / "page.md").write_text("# Page\n\nProse only.\n")
     nb = make_nb(
         ("md", "# Chapter\n"),
         "import torch\nfrom torch import nn\nprint('VISIBLE-OUTPUT')",
-        ("md", EXERCISE_MD),
+        ("md", ":::{exercise}\n:label: ex-1\nHow many?\n:::"),
+        ("md", "::::{solution} ex-1\n:class: dropdown\nWRITTEN-ANSWER\n```python\nprint('WRITTEN-CODE')\n```\n::::",
+         REMOVE),
+        ("md", ":::{exercise}\n:label: ex-2\n**Implement it yourself.**\n:::"),
+        ("md", "```{solution-start} ex-2\n:class: dropdown\n```", REMOVE),
         ("code", SE_SOLUTION, ["solution"]),
-        ("md", "```{solution-end}\n```"),
+        ("md", "```{solution-end}\n```", REMOVE),
         ("code", "def check_demo(obj):\n    print('CHECK-' + 'RAN')\ncheck_demo(1)"),  # a self-check cell
     )
     nbformat.write(nb, book / "notebooks" / "ch.ipynb")
@@ -574,19 +525,20 @@ def test_student_book_hides_what_the_instructor_book_shows(tmp_path):
     subprocess.run([*jb, str(book), *flags], check=True, capture_output=True)
     instructor = page_text(book / "_build" / "html" / "notebooks" / "ch.html")
     assert "SECRET-1" in instructor and "WRITTEN-ANSWER" in instructor and "VISIBLE-OUTPUT" in instructor
-    assert "PAGE-ANSWER" in page_text(book / "_build" / "html" / "page.html")
 
     assert student.main(["--book-root", str(book), "--out", str(tmp_path / "student"),
                          "--jb-flags=" + " ".join(flags)]) == 0
     html = tmp_path / "student" / "_build" / "html"
     chapter = page_text(html / "notebooks" / "ch.html")
-    assert "VISIBLE-OUTPUT" in chapter and "Your turn" in chapter and STUB_MESSAGE in chapter
+    assert "VISIBLE-OUTPUT" in chapter and "Implement it yourself" in chapter and STUB_MESSAGE in chapter
     for secret in ("SECRET", "WRITTEN-ANSWER", "WRITTEN-CODE", "CHECK-RAN"):
         assert secret not in chapter
-    assert "PAGE-ANSWER" not in page_text(html / "page.html")
     leaks = [str(p.relative_to(html)) for p in html.rglob("*") if p.is_file() and p.suffix in {
         ".html", ".ipynb", ".md", ".js", ".txt"} and re.search(r"SECRET|WRITTEN-|PAGE-ANSWER", p.read_text(errors="ignore"))]
     assert not leaks, f"solutions in the student book's files: {leaks}"
+    (book / "page.md").write_text("# Page\n\n::::{solution} ex-1\nPAGE-ANSWER\n::::\n")  # prose holds no solutions
+    assert student.main(["--book-root", str(book), "--out", str(tmp_path / "student"), "--no-html"]) == 0
+    assert student.main(["--book-root", str(book), "--out", str(tmp_path / "student")]) == 1
 
 
 @pytest.mark.book

@@ -1,448 +1,892 @@
 """Self-checks for the book's "implement it yourself" exercises.
 
-Each chapter ends with an exercise in which the reader writes one component
-(``my_conv3x3``, ``MyBasicBlock``, ...) and then calls its check::
+A chapter's exercise has the reader write one component under a fixed name and call its check::
 
     from resnet_arcface.checks import check_ir_block
     check_ir_block(MyIRBlock)
 
-A check builds the learner's component and the package's reference under
-several configurations and compares, in this order:
+A check builds the learner's component and the package's reference (the single source of truth) under a few
+configurations (:class:`Case`) and compares, in this order:
 
-1. **Structure**: submodule names (they are state_dict keys the pretrained
-   checkpoint needs), parameter shapes, module types where they matter (PReLU
-   vs ReLU, BatchNorm2d vs BatchNorm1d) and attributes (convolution bias,
-   stride, padding; dropout probability; BatchNorm eps and momentum).
-2. **Initialisation** (whole network only): the statistics of a fresh model.
-3. **Behaviour on the same weights**: the reference's weights, with BatchNorm
-   statistics and PReLU slopes randomised so that their mistakes show, are
-   copied into the learner's module; then outputs in eval mode and in train
-   mode (same seed, so dropout draws the same mask), the gradients of every
-   parameter after a backward pass, and the BatchNorm running statistics.
+1. **Structure**: submodule names (they are the state_dict keys a pretrained checkpoint needs), module types
+   (PReLU vs ReLU, BatchNorm2d vs BatchNorm1d), channel counts and layer settings (convolution bias, stride,
+   padding, BatchNorm eps and momentum, dropout p); key and shape differences left over are worded by
+   :func:`resnet_arcface.checkpoint.describe_mismatch`.
+2. **Initialisation** (the whole network only): the statistics of a fresh model.
+3. **Behaviour on the same weights**: the reference's weights, with BatchNorm statistics and PReLU slopes
+   randomised so that their mistakes show, are loaded into the learner's module; outputs in eval and train
+   mode (same seed, so dropout draws the same mask), every parameter's gradient and the BatchNorm running
+   statistics are compared with :func:`torch.testing.assert_close`.
+4. **Reuse**: the object must not be, subclass or call the package's own answer (checked last, so a wrong
+   subclass is first told what is wrong with it).
 
-When something differs it raises :class:`CheckFailed` whose message names the
-component, the configuration, the specific difference and a hint. When
-outputs differ it tries known mistakes on the reference (SE after the
-addition, a missing activation, ...) and says which one reproduces the
-learner's output. On success it prints one line and returns None.
-
-All checks share one engine (:func:`resnet_arcface.check_engine._run_check`, with the
-structure rules in :mod:`resnet_arcface.check_structure`); the six public functions
-here only describe their configurations and the mistakes typical of their component.
+Functions (chapters 7-10) are compared on outputs and input gradients in the same way. When an output
+differs, the check reproduces the component's known mistakes (:class:`Mistake`) on the reference and names
+the one that matches. Any difference raises :class:`CheckFailed` naming the configuration, the problem and
+a hint; on success a check prints one line and returns None. The wording of hints is data
+(``Exercise.hints``), looked up by submodule name.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+import copy
+import inspect
+import math
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-# Absolute imports: the coursework grader loads this file afresh as a module of its own (possibly under
-# another name), and the references must still be the installed package's. It loads the engine afresh
-# too, and registers it under its name while this file executes, so that these imports get the fresh one.
-from resnet_arcface.blocks import BasicBlock, Bottleneck, IRBlock
-from resnet_arcface.check_engine import ATOL, GRAD_RTOL, RTOL, SEED  # noqa: F401 (still importable from here)
-from resnet_arcface.check_engine import CheckFailed  # noqa: F401 (public here; the engine raises it)
-from resnet_arcface.check_engine import _Case, _Ctx, _Spec, _Variant, _call_text, _input, _label, _run_check, _validate
-from resnet_arcface.conv import conv3x3
-from resnet_arcface.model import ResNetArcFace
-from resnet_arcface.se import SEBlock
+from .blocks import BasicBlock, Bottleneck, IRBlock
+from .checkpoint import describe_mismatch
+from .conv import conv3x3
+from .model import ResNetArcFace
+from .se import SEBlock
 
-__all__ = [
-    "CheckFailed", "check_conv3x3", "check_basic_block", "check_bottleneck", "check_se_block", "check_ir_block",
-    "check_resnet_arcface", "EXERCISES",
-]
+__all__ = ["CheckFailed", "Case", "Mistake", "Exercise", "check_conv3x3", "check_basic_block", "check_bottleneck",
+           "check_se_block", "check_ir_block", "check_resnet_arcface", "EXERCISES"]
+
+SEED = 0
+#: Outputs must agree to ``rtol`` elementwise and ``atol * max|reference|``; gradients to ``GRAD_RTOL``.
+RTOL, ATOL, GRAD_RTOL = 1e-4, 1e-5, 1e-3
+
+
+class CheckFailed(AssertionError):
+    """A self-check found a difference between the learner's component and the reference.
+
+    The message is self-contained: the check, the configuration, the problem, evidence and a hint.
+
+    Attributes:
+        check: The check's name, e.g. ``"check_ir_block"``.
+        config: How the learner's object was called, e.g. ``"MyIRBlock(32, 64, 2, downsample)"``.
+        problem: What differs, in one sentence.
+        details: Further evidence (max abs differences, call counts, ...).
+        hint: What to do about it.
+    """
+
+    def __init__(self, check: str, config: str, problem: str, hint: str = "", details: Sequence[str] = ()) -> None:
+        self.check, self.config, self.problem, self.hint, self.details = check, config, problem, hint, tuple(details)
+        lines = [f"{check} failed for {config}", f"  Problem: {problem}", *(f"  - {d}" for d in self.details)]
+        super().__init__("\n".join(lines + ([f"  Hint: {hint}"] if hint else [])))
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known mistake, reproduced on the reference's own parts to name it when the learner's output matches.
+
+    Attributes:
+        message: The diagnosis shown when the learner's output equals this one's.
+        forward: ``forward(reference_module, x)`` (modules) or ``forward(*arguments)`` (functions).
+        applies: Whether the mistake changes anything for this reference module.
+        train_only: The mistake changes nothing in eval mode (e.g. where dropout sits).
+    """
+
+    message: str
+    forward: Callable[..., Any]
+    applies: Callable[[Any], bool] = lambda m: True
+    train_only: bool = False
+
+
+@dataclass
+class Case:
+    """One configuration: how to build the reference and the learner's version, and the input.
+
+    For a function check ``build_ref``/``build_got`` are unused and ``make_input`` returns the argument tuple.
+    """
+
+    config: str  # shown in messages: how the learner's object was called
+    build_ref: Callable[[], Any]
+    build_got: Callable[[], Any]
+    make_input: Callable[[], Any]
+    train: bool = True  # also compare train mode (modules)
+    grads: bool = True  # and, in train mode, the gradients
+    eval_batch: Optional[int] = None  # compare eval mode on the first samples only (saves time)
+
+
+@dataclass
+class Exercise:
+    """What one check compares: the reference, the signature, the typical mistakes and the hints."""
+
+    check: str  # e.g. "check_ir_block"
+    reference: Any  # the package's class or function: the answer, which the learner may not reuse
+    signature: str
+    mistakes: Tuple[Mistake, ...] = ()
+    causes: Tuple[str, ...] = ()  # likely causes when no known mistake matches
+    hints: Dict[str, str] = field(default_factory=dict)  # by submodule ("bn0", "IRBlock.conv1") or topic
+    shape_hint: Callable[[Tuple[int, ...], Tuple[int, ...]], str] = lambda got, ref: ""
+    root: str = ""  # how messages call the learner's whole module ("" -> its name)
+    check_init: bool = False
+    what: str = "structure, eval/train outputs and gradients"
+
+    @property
+    def kind(self) -> str:
+        return self.reference.__name__
+
+
+class _Ctx:
+    """The exercise and configuration under test, to raise :class:`CheckFailed` with."""
+
+    def __init__(self, ex: Exercise, config: str, label: str) -> None:
+        self.ex, self.config, self.label = ex, config, label
+
+    def fail(self, problem: str, hint: str = "", details: Sequence[str] = ()) -> NoReturn:
+        raise CheckFailed(self.ex.check, self.config, problem, hint, details) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+def _summarise(exc: BaseException) -> str:
+    """``'RuntimeError: first line of the message'``, shortened."""
+    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _difference(got: Any, ref: torch.Tensor, rtol: float = RTOL) -> str:
+    """'' when ``got`` is close to ``ref`` (:func:`torch.testing.assert_close`), else the evidence in one line."""
+    if not isinstance(got, torch.Tensor) or got.shape != ref.shape:
+        return f"shape {tuple(getattr(got, 'shape', ()))} instead of {tuple(ref.shape)}"
+    scale = ref.detach().abs().max().item() if ref.numel() else 0.0
+    try:
+        torch.testing.assert_close(got.detach(), ref.detach(), rtol=rtol, atol=ATOL * max(scale, 1.0),
+                                   check_dtype=False, check_device=False)
+        return ""
+    except AssertionError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.startswith(("Mismatched", "Greatest absolute"))]
+        return "; ".join(lines) + f" (reference values up to {scale:.3g})"
+
+
+def _tick() -> str:
+    try:
+        "\u2713".encode(sys.stdout.encoding or "ascii")
+        return "\u2713"
+    except (UnicodeEncodeError, LookupError):
+        return "OK"
+
+
+def _label(obj: Any) -> str:
+    return getattr(obj, "__name__", type(obj).__name__)
+
+
+def _parent(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _leaf(name: str) -> str:
+    return name.rpartition(".")[2]
+
+
+def _fmt(v: Any) -> str:
+    return str(v[0]) if isinstance(v, tuple) and v and all(x == v[0] for x in v) else str(v)
+
+
+def _describe(m: nn.Module) -> str:
+    """``Conv2d(16, 32, 1x1, stride=2, padding=0, bias=False)``, ``BatchNorm1d(512)``, ``Dropout(p=0.5)``..."""
+    if isinstance(m, nn.Sequential):
+        return "Sequential(" + ", ".join(_describe(c) for c in m) + ")"
+    if isinstance(m, nn.Conv2d):
+        return (f"Conv2d({m.in_channels}, {m.out_channels}, {'x'.join(map(str, m.kernel_size))}, "
+                f"stride={_fmt(m.stride)}, padding={_fmt(m.padding)}, bias={m.bias is not None})")
+    if isinstance(m, nn.Linear):
+        return f"Linear({m.in_features}, {m.out_features})"
+    if isinstance(m, _BatchNorm):
+        return f"{type(m).__name__}({m.num_features})"
+    return {nn.PReLU: "nn.PReLU()", nn.Dropout: f"nn.Dropout() (p={getattr(m, 'p', '')})"}.get(type(m), type(m).__name__)
+
+
+def _input(*shape: int) -> Callable[[], torch.Tensor]:
+    """A factory of the same standard-normal input of ``shape`` every time it is called."""
+    return lambda: torch.randn(*shape, generator=torch.Generator().manual_seed(SEED + 4))
+
+
+def _call_text(label: str, args: Sequence[Any], kwargs: Dict[str, Any], names: Dict[int, str] = {}) -> str:
+    """``MyIRBlock(32, 64, 2, downsample, use_se=True)``; ``names`` replaces some positional values by words."""
+    parts = [names.get(i, repr(a)) for i, a in enumerate(args)] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{label}({', '.join(parts)})"
+
+
+NOT_IMPLEMENTED = ("Replace `raise NotImplementedError` in the exercise cell with your code, run that cell, then "
+                   "run this check again.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure: names, types, channels and settings
+# ---------------------------------------------------------------------------------------------
+
+_RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.GELU, nn.SiLU)
+#: The settings compared per layer type; any difference reads "{name}: {setting} is {yours} but should be {ref}".
+_SETTINGS = {nn.Conv2d: ("kernel_size", "padding", "dilation", "groups", "padding_mode"), nn.Dropout: ("p",),
+             _BatchNorm: ("eps", "momentum", "affine", "track_running_stats"),
+             nn.MaxPool2d: ("kernel_size", "stride", "padding"), nn.AdaptiveAvgPool2d: ("output_size",)}
+_PRELU_HINT = ("PReLU learns its negative slope (one value, initialised to 0.25) instead of zeroing negatives; its "
+               "weight is the state_dict key {n}.weight that the pretrained checkpoint needs.")
+_BIAS = ("{names} {have} a bias; the reference uses bias=False because BatchNorm follows",
+         "BatchNorm subtracts the mean and adds its own shift (beta), which makes a convolution bias redundant.")
+
+
+def _structure(ctx: _Ctx, ref: nn.Module, got: nn.Module) -> List[Tuple[str, str]]:
+    """Raise on the first hard structural difference; return the soft ones (parameterless modules missing)."""
+    R, G = dict(ref.named_modules(remove_duplicate=False)), dict(got.named_modules(remove_duplicate=False))
+    hints, where = ctx.ex.hints, (lambda n: n or ctx.ex.root or ctx.label)
+    hard: List[Tuple[str, str]] = []
+    soft: List[Tuple[str, str]] = []
+    biased: List[str] = []
+    strides: Dict[str, List[Tuple[str, int, int]]] = {}
+
+    def role(n: str) -> str:
+        parent = R.get(_parent(n)) if n else None
+        text = hints.get(f"{type(parent).__name__}.{_leaf(n)}", hints.get(_leaf(n), ""))
+        return f" ({text})" if text else ""
+
+    def siblings(n: str, kinds: Any) -> List[str]:
+        return [g for g, m in G.items() if g and _parent(g) == _parent(n) and isinstance(m, kinds)]
+
+    for n, rm in R.items():
+        gm, parent = G.get(n), _parent(n)
+        if isinstance(rm, nn.PReLU) and not isinstance(gm, nn.PReLU) and (
+                isinstance(gm, _RELU_LIKE) or (gm is None and siblings(n, _RELU_LIKE))):
+            kind = type(gm if gm is not None else G[siblings(n, _RELU_LIKE)[0]]).__name__
+            hard.append((f"{kind} where the reference uses PReLU: {where(parent)} has {kind} "
+                         f"({n if gm is not None else ', '.join(siblings(n, _RELU_LIKE))}) but the reference has "
+                         f"nn.PReLU() named {n}", _PRELU_HINT.format(n=n)))
+        elif gm is None:
+            if parent not in G:
+                continue  # the parent is missing: reported there
+            renamed = [e for e in siblings(n, type(rm)) if e not in R]
+            rename = f" You have {renamed[0]}: if that is it, rename it to {_leaf(n)} (names are state_dict keys)." \
+                if renamed else ""
+            if not rm.state_dict():
+                soft.append((f"{n} missing: the reference has {_describe(rm)} named {n}{role(n)}", rename.strip()))
+            elif _leaf(n) == "downsample":
+                hard.append((f"missing downsample: {where(parent)} has no submodule named downsample, but the "
+                             f"reference has {n} = {_describe(rm)}", hints.get("downsample", "") + rename))
+            elif _leaf(parent) == "downsample":
+                kind = "no BatchNorm2d" if isinstance(rm, _BatchNorm) else f"no {_describe(rm)}"
+                hard.append((f"wrong downsample: {parent} has {kind} ({n}); the reference's downsample is "
+                             f"{_describe(R[parent])}", "The shortcut must match the branch's shape AND its "
+                             "normalisation: a 1x1 convolution with the stage's stride and no bias, then BatchNorm2d."))
+            elif isinstance(rm, SEBlock):
+                hard.append((f"use_se=True but {where(parent)} has no SE gate named se", "Build self.se = "
+                             "SEBlock(planes) when use_se is True and gate the branch with it after bn2." + rename))
+            else:
+                hard.append((f"{n} missing: the reference has {_describe(rm)} named {n}{role(n)}", rename.strip()))
+        elif not isinstance(gm, type(rm)):
+            if type(rm).__module__.startswith("torch.nn") and not isinstance(rm, (nn.Sequential, nn.ModuleList)):
+                hint = "Return the nn.Conv2d itself." if not n and isinstance(rm, nn.Conv2d) else ""
+                hard.append((f"{where(n)} is {type(gm).__name__} where the reference uses {_describe(rm)}", hint))
+        elif isinstance(rm, nn.Conv2d):
+            if (gm.in_channels, gm.out_channels) != (rm.in_channels, rm.out_channels):
+                hard.append((f"{where(n)} maps {gm.in_channels} -> {gm.out_channels} channels but the reference's "
+                             f"maps {rm.in_channels} -> {rm.out_channels}{role(n)}", ""))
+            if gm.stride != rm.stride:
+                strides.setdefault(parent, []).append((n, gm.stride[0], rm.stride[0]))
+            if gm.bias is not None and rm.bias is None:
+                biased.append(where(n))
+        elif isinstance(rm, nn.Linear):
+            grand = R.get(_parent(parent))
+            if isinstance(grand, SEBlock) and n.endswith("fc.0") and gm.out_features != rm.out_features:
+                reduction = rm.in_features // rm.out_features
+                hard.append((f"{_parent(parent) + ': ' if _parent(parent) else ''}SE bottleneck width is "
+                             f"{gm.out_features}, expected channel // reduction = {rm.in_features} // {reduction} = "
+                             f"{rm.out_features}", "The excitation MLP squeezes channel -> channel // reduction -> "
+                             "channel; use the reduction argument (default 16) with integer division."))
+            elif isinstance(grand, SEBlock) and any(p.startswith("SE bottleneck") or ": SE" in p for p, _ in hard):
+                continue
+            elif _leaf(n) == "fc5" and gm.in_features != rm.in_features:
+                hard.append((f"fc5 expects {gm.in_features} inputs, reference {rm.in_features // 64}*8*8 = "
+                             f"{rm.in_features}", hints.get("fc5", "")))
+            elif (gm.in_features, gm.out_features, gm.bias is None) != (rm.in_features, rm.out_features,
+                                                                         rm.bias is None):
+                hard.append((f"{where(n)} is {_describe(gm)} (bias={gm.bias is not None}) but the reference has "
+                             f"{_describe(rm)} (bias={rm.bias is not None})", ""))
+        elif isinstance(rm, _BatchNorm) and gm.num_features != rm.num_features:
+            hard.append((f"{where(n)} normalises {gm.num_features} channels but the reference's normalises "
+                         f"{rm.num_features} (batch norm in the wrong place, or sized for the wrong convolution?)",
+                         "Each BatchNorm normalises the output of the convolution just before it."))
+        elif isinstance(rm, nn.PReLU) and gm.num_parameters != rm.num_parameters:
+            hard.append((f"{where(n)} has {gm.num_parameters} slopes but the reference uses nn.PReLU() with one", ""))
+        for kind, names in _SETTINGS.items():
+            if isinstance(rm, kind) and isinstance(gm, kind):
+                for s in names:
+                    if _fmt(getattr(gm, s)) != _fmt(getattr(rm, s)):
+                        hint = "padding=1 keeps H and W at stride 1: H_out = (H + 2 * padding - 3) // stride + 1." \
+                            if s == "padding" and kind is nn.Conv2d else hints.get(_leaf(n), "")
+                        hard.append((f"{where(n)}: {s} is {_fmt(getattr(gm, s))} but should be "
+                                     f"{_fmt(getattr(rm, s))}", hint))
+    if biased:
+        hard.insert(0, (_BIAS[0].format(names=", ".join(biased), have="has" if len(biased) == 1 else "have"), _BIAS[1]))
+    for parent, wrong in strides.items():
+        big, small = [n for n, g, r in wrong if g > r], [n for n, g, r in wrong if g < r]
+        if big and small:
+            hard.append((f"the stride is on {_leaf(big[0])} but the reference puts it on {_leaf(small[0])}"
+                         + (f" (in {parent})" if parent else ""), hints.get("stride", "")))
+        else:
+            hard += [(f"{'wrong downsample: ' if 'downsample' in parent else ''}{where(n)}: stride is {g} but "
+                      f"should be {r}", hints.get("stride", "")) for n, g, r in wrong]
+    for n, gm in G.items():  # extra submodules with parameters
+        if not n or n in R or _parent(n) not in R or not gm.state_dict():
+            continue
+        prelus = [r for r in R if r and _parent(r) == _parent(n) and isinstance(R[r], nn.PReLU)]
+        if isinstance(gm, nn.PReLU) and prelus:
+            mine = [_leaf(g) for g in siblings(n, nn.PReLU)]
+            twice = (" applied both inside the branch and after the addition"
+                     if isinstance(R.get(_parent(n)), IRBlock) else "")
+            hard.append((f"{where(_parent(n))} has {({2: 'two', 3: 'three'}).get(len(mine), len(mine))} PReLU modules"
+                         f" ({', '.join(mine)}) but the reference shares ONE {_leaf(prelus[0])},{twice}",
+                         f"Create one self.{_leaf(prelus[0])} = nn.PReLU() and call it twice: both uses share one "
+                         f"learned slope, and the pretrained checkpoint holds a single {prelus[0]}.weight."))
+        elif _leaf(n) == "se":
+            hard.append((f"use_se=False but {where(_parent(n))} has an SE gate (se.*)", "Create self.se only when "
+                         "use_se is True: the use_se=False checkpoint (GFPGAN's) has no se keys."))
+        else:
+            hard.append((f"unexpected submodule {n} ({_describe(gm)}): the reference has no such module, so the "
+                         "state_dict keys differ and the pretrained checkpoint would not load", ""))
+    if not hard and describe_mismatch(got, ref.state_dict()):
+        hard.append(("the reference's weights, as a checkpoint, do not fit your module: "
+                     + describe_mismatch(got, ref.state_dict()).replace("\n", " "),
+                     "Names and shapes must match exactly so that the pretrained checkpoint loads with strict=True."))
+    if hard:
+        counts = [sum(p.numel() for p in m.parameters()) for m in (got, ref)]
+        details = [f"also: {p}" for p, _ in hard[1:4]]
+        details += [f"parameters: yours {counts[0]:,}, the reference's {counts[1]:,}"] if counts[0] != counts[1] else []
+        ctx.fail(hard[0][0], hard[0][1], details)
+    return soft
+
+
+# ---------------------------------------------------------------------------------------------
+# Behaviour: the same weights, the same input, eval and train mode, gradients
+# ---------------------------------------------------------------------------------------------
+
+def _randomise(module: nn.Module) -> Dict[str, torch.Tensor]:
+    """Random BatchNorm statistics and affines, PReLU slopes and Linear biases (a fresh BatchNorm is the identity
+    in eval mode, so a missing one would go unnoticed); returns a copy of the state_dict."""
+    g = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, _BatchNorm):
+                m.weight.uniform_(0.5, 1.5, generator=g), m.bias.normal_(0.0, 0.2, generator=g)
+                m.running_mean.normal_(0.0, 0.2, generator=g), m.running_var.uniform_(0.5, 2.0, generator=g)
+            elif isinstance(m, nn.PReLU):
+                m.weight.uniform_(0.05, 0.5, generator=g)
+            elif isinstance(m, nn.Linear) and m.bias is not None:
+                m.bias.normal_(0.0, 0.1, generator=g)
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@dataclass
+class _Run:
+    """What one forward (and backward) pass did, recorded with forward hooks."""
+
+    out: Any = None
+    error: Optional[BaseException] = None
+    stage: str = ""
+    calls: Dict[str, int] = field(default_factory=dict)  # submodule -> times called
+    outputs: Dict[str, torch.Tensor] = field(default_factory=dict)  # first output of each submodule, in call order
+    grads: Dict[str, Optional[torch.Tensor]] = field(default_factory=dict)
+
+
+def _run(module: nn.Module, x: torch.Tensor, train: bool, grad: bool) -> _Run:
+    """Forward a copy of ``x`` (the RNG seeded, so both modules draw the same dropout mask); with ``grad``,
+    backpropagate ``(output * P).sum()`` for a fixed random ``P`` and keep each parameter's gradient."""
+    rec = _Run()
+
+    def hook(name: str) -> Callable:
+        def record(_m: nn.Module, _i: Any, out: Any) -> None:
+            rec.calls[name] = rec.calls.get(name, 0) + 1
+            if name not in rec.outputs and isinstance(out, torch.Tensor):
+                rec.outputs[name] = out.detach().clone()
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in module.named_modules() if n]
+    module.train(train)
+    try:
+        rec.stage = "forward"
+        torch.manual_seed(SEED + 1)
+        with torch.set_grad_enabled(grad):
+            rec.out = module(x.clone())
+        if grad and isinstance(rec.out, torch.Tensor):
+            rec.stage = "backward"
+            module.zero_grad(set_to_none=True)
+            proj = torch.randn(rec.out.shape, generator=torch.Generator().manual_seed(SEED + 3))
+            (rec.out * proj).sum().backward()
+            rec.grads = {n: p.grad for n, p in module.named_parameters()}
+        rec.stage = ""
+    except Exception as exc:  # the learner's code may raise anything; it is reported, not re-raised
+        rec.error = exc
+    finally:
+        for h in handles:
+            h.remove()
+    return rec
+
+
+def _fail_on_error(ctx: _Ctx, got: _Run, ref: _Run, names: Sequence[str], mode: str) -> None:
+    """Turn an exception from the learner's forward or backward into a CheckFailed that summarises it."""
+    exc = got.error
+    if exc is None:
+        return
+    if isinstance(exc, NotImplementedError) and 'missing the required "forward"' in str(exc):
+        ctx.fail(f"{ctx.label} has no forward method", "Define forward(self, x) in the class (check its indentation).")
+    if isinstance(exc, NotImplementedError):
+        ctx.fail(f"{ctx.label} is not implemented yet: its {got.stage} raised NotImplementedError", NOT_IMPLEMENTED)
+    details = [f"raised in {mode} mode during the {got.stage} pass"]
+    details += [f"the last submodule that completed was {list(got.outputs)[-1]}"] if got.outputs else []
+    skipped = [n for n in ref.calls if n in names and n not in got.calls and _leaf(n) == "downsample"]
+    if skipped:
+        ctx.fail(f"missing downsample: {skipped[0]} is never applied, and the {got.stage} raised {_summarise(exc)}",
+                 "Apply the downsample to x (the block's input) to form the identity before the addition.", details)
+    hint = ("An in-place operation modified a tensor autograd still needs (e.g. x += ... on the block's input); use "
+            "out = out + identity." if got.stage == "backward" else "A shape mismatch inside forward? Print each "
+            "step's shape and compare it with the chapter's walk-through of the reference.")
+    ctx.fail(f"your {got.stage} raised {_summarise(exc)}", hint, details)
+
+
+def _diagnose(ctx: _Ctx, ref_module: nn.Module, state: Dict[str, torch.Tensor], x: torch.Tensor, train: bool,
+              got: _Run, ref: _Run, names: Sequence[str], soft: List[Tuple[str, str]], diff: str) -> NoReturn:
+    """Explain why the learner's output differs, as precisely as the evidence allows."""
+    mode = "train" if train else "eval"
+    details = [f"the {mode}-mode output differs: {diff}" + ("" if train else "; structure and weights match")]
+    details += [f"{n} is called {got.calls[n]} time(s) in your forward, {c} in the reference's"
+                for n, c in ref.calls.items() if n in got.calls and got.calls[n] != c][:3]
+    first = next((n for n in ref.outputs if n in got.outputs and _difference(got.outputs[n], ref.outputs[n])), None)
+    if first:
+        details.append(f"the first submodule whose output differs is {first}")
+    elif all(n in got.calls for n in ref.calls):
+        details.append("every submodule's output matches the reference's, so the difference is in the arithmetic "
+                       "between them in forward (the residual addition, an activation, the order of operations)")
+    for mistake in ctx.ex.mistakes:
+        if mistake.applies(ref_module) and (train or not mistake.train_only):
+            model = copy.deepcopy(ref_module)
+            model.load_state_dict(state)
+            model.train(train)
+            torch.manual_seed(SEED + 1)
+            try:
+                with torch.no_grad():
+                    if not _difference(got.out, mistake.forward(model, x.clone())):
+                        ctx.fail(mistake.message, "", details)
+            except CheckFailed:
+                raise
+            except Exception:  # a mistake that cannot run on this configuration simply does not match
+                pass
+    never = [n for n in ref.calls if n not in got.calls and n in names]
+    if never:
+        role = ctx.ex.hints.get(_leaf(never[0]), "")
+        ctx.fail(f"{never[0]} is defined but never called in forward" + (f" ({role})" if role else ""), "", details)
+    if soft:
+        ctx.fail(soft[0][0], soft[0][1], details)
+    ctx.fail(f"the {mode}-mode output differs from the reference's although the structure matches",
+             f"Likely causes in {ctx.ex.kind}: " + "; ".join(ctx.ex.causes) + "." if ctx.ex.causes else "", details)
+
+
+def _behaviour(ctx: _Ctx, case: Case, ref: nn.Module, got: nn.Module, soft: List[Tuple[str, str]]) -> None:
+    """Load the reference's randomised weights into the learner's module and compare what the two compute."""
+    state = _randomise(ref)
+    try:
+        got.load_state_dict(state, strict=True)
+    except Exception as exc:
+        ctx.fail(f"the reference's weights do not load into yours: {_summarise(exc)}")
+    names = [n for n, _ in got.named_modules() if n]
+    x = case.make_input()
+    for train in ((False, True) if case.train else (False,)):
+        xm = x if train or case.eval_batch is None else x[:case.eval_batch]
+        grad = train and case.grads
+        ref_run, got_run = _run(ref, xm, train, grad), _run(got, xm, train, grad)
+        if ref_run.error is not None:  # pragma: no cover - the reference always runs
+            raise ref_run.error
+        _fail_on_error(ctx, got_run, ref_run, names, "train" if train else "eval")
+        if not isinstance(got_run.out, torch.Tensor):
+            ctx.fail(f"forward returned {type(got_run.out).__name__}, not a tensor", "End forward with `return out`.")
+        if got_run.out.shape != ref_run.out.shape:
+            ctx.fail(f"the output has shape {tuple(got_run.out.shape)} but the reference's has "
+                     f"{tuple(ref_run.out.shape)}", ctx.ex.shape_hint(tuple(got_run.out.shape), tuple(ref_run.out.shape)),
+                     [f"possibly related: {p}" for p, _ in soft[:1]])
+        diff = _difference(got_run.out, ref_run.out)
+        if diff:
+            _diagnose(ctx, ref, state, xm, train, got_run, ref_run, names, soft, diff)
+        got_buffers = dict(got.named_buffers())
+        for n, b in (ref.named_buffers() if train else ()):
+            if b.is_floating_point() and n in got_buffers and _difference(got_buffers[n], b):
+                ctx.fail(f"{n} differs after one train-mode forward ({_difference(got_buffers[n], b)})",
+                         "BatchNorm updates its running statistics from what it normalises in train mode; is it "
+                         "applied to the same tensor, once?")
+        for n, g in (ref_run.grads.items() if grad else ()):
+            mine = got_run.grads.get(n)
+            if g is not None and (mine is None or _difference(mine, g, GRAD_RTOL)):
+                ctx.fail(f"no gradient reaches {n} although the outputs match" if mine is None else
+                         f"the gradient of {n} differs from the reference's although the outputs match "
+                         f"({_difference(mine, g, GRAD_RTOL)})", "Is part of forward detached (.detach(), .data, "
+                         "torch.no_grad()), or does an in-place operation change a tensor autograd still needs?")
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation (the whole network)
+# ---------------------------------------------------------------------------------------------
+
+def _check_init(ctx: _Ctx, model: nn.Module) -> None:
+    """A fresh model's statistics against the reference's init: Xavier-normal (std ``sqrt(2 / (fan_in +
+    fan_out))``) convs and linears, not PyTorch's default kaiming-uniform (std ``1 / sqrt(3 fan_in)``)."""
+    problems: List[str] = []
+    weights = kaiming = uniform = 0
+    for n, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.affine and not (torch.all(m.weight == 1) and torch.all(m.bias == 0)):
+            problems.append(f"{n}: BatchNorm weight should be 1 and bias 0")
+        elif isinstance(m, nn.PReLU) and not torch.allclose(m.weight, torch.full_like(m.weight, 0.25)):
+            problems.append(f"{n}.weight is {m.weight.flatten()[0].item():.3g}, PReLU keeps its default 0.25")
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach()
+            fan_in, fan_out = w[0].numel(), w.shape[0] * w[0][0].numel()
+            xavier, default = math.sqrt(2.0 / (fan_in + fan_out)), 1.0 / math.sqrt(3.0 * fan_in)
+            std, tol = w.std().item(), 0.1 + 4.0 / math.sqrt(2.0 * w.numel())
+            weights += 1
+            if abs(std / xavier - 1) > tol:
+                problems.append(f"{n}.weight std {std:.3g}, xavier_normal_ gives {xavier:.3g}")
+                kaiming += abs(std / default - 1) <= tol
+            elif w.numel() >= 4096:
+                z = w.flatten()[:65536].double()
+                if (((z - z.mean()) / z.std()).pow(4).mean() - 3.0).item() < -0.6:  # excess kurtosis: uniform -1.2
+                    uniform += 1
+                    problems.append(f"{n}.weight has the right std but looks uniform, not normal")
+            if isinstance(m, nn.Linear) and m.bias is not None and not torch.all(m.bias == 0):
+                problems.append(f"{n}.bias is not 0")
+    if problems:
+        notes = [f"{kaiming} of {weights} conv/linear weights have the std of PyTorch's default init (kaiming_uniform_"
+                 " with a=sqrt(5)): does your init loop run at the end of __init__?"] if kaiming else []
+        notes += ["weights look uniformly distributed: xavier_uniform_ instead of xavier_normal_?"] if uniform else []
+        ctx.fail(f"initialisation differs: {len(problems)} problem(s), e.g. {problems[0]}",
+                 "At the end of __init__: for m in self.modules(): Conv2d and Linear -> nn.init.xavier_normal_("
+                 "m.weight); Linear bias -> 0; BatchNorm weight 1 and bias 0; PReLU keeps its default 0.25.",
+                 notes + problems[1:4])
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine every check shares
+# ---------------------------------------------------------------------------------------------
+
+@contextmanager
+def _watch(reference: Any, seen: List[str]) -> Iterator[None]:
+    """Record in ``seen`` every call of the reference's code (a function's, or any method its class defines)."""
+    members = vars(reference).values() if isinstance(reference, type) else [reference]
+    codes = {inspect.unwrap(f).__code__ for f in members if hasattr(inspect.unwrap(f), "__code__")}
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in codes:
+            seen.append(frame.f_code.co_name)
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
+
+
+def _reject_reuse(ctx: _Ctx, obj: Any, run: Callable[[], Any]) -> None:
+    """Fail if ``obj`` is, subclasses or calls the package's own answer: the check would compare it with itself."""
+    ref, kind, seen = ctx.ex.reference, ctx.ex.kind, []
+    hint = (f"Write your own from torch primitives, as the chapter builds it; the package's {kind} is what the "
+            f"check compares with, so using it proves nothing.")
+    if obj is ref:
+        ctx.fail(f"{ctx.label} is the package's own {kind}, not your implementation", hint)
+    if isinstance(obj, type) and isinstance(ref, type) and issubclass(obj, ref):
+        ctx.fail(f"{ctx.label} is a subclass of the package's {kind}, not your own implementation", hint)
+    with torch.random.fork_rng(devices=[]), _watch(ref, seen):
+        try:
+            run()
+        except Exception:
+            pass
+    if seen:
+        ctx.fail(f"{ctx.label} calls the package's own {kind} ({kind}.{seen[0]}): it wraps the answer instead of "
+                 "implementing it", hint)
+
+
+def _validate(ctx: _Ctx, obj: Any, want_class: bool) -> None:
+    """Reject objects that cannot be the exercise's answer, before building anything."""
+    if obj is None:
+        ctx.fail("got None instead of your implementation", "Run the exercise cell that defines it, then the check.")
+    if not want_class and not callable(obj):
+        ctx.fail(f"expected a function {ctx.ex.signature}, got a {type(obj).__name__}")
+    if want_class and isinstance(obj, nn.Module):
+        ctx.fail(f"got an instance of {type(obj).__name__}; pass the class itself",
+                 f"Call {ctx.ex.check}({type(obj).__name__}), not {ctx.ex.check}({type(obj).__name__}(...)).")
+    if want_class and not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        ctx.fail(f"expected a subclass of nn.Module with constructor {ctx.ex.signature}, got {obj!r}")
+
+
+def _construct(ctx: _Ctx, build: Callable[[], Any]) -> nn.Module:
+    """Build the learner's module, turning any error into a CheckFailed."""
+    torch.manual_seed(SEED)
+    try:
+        got = build()
+    except NotImplementedError:
+        ctx.fail(f"{ctx.label} is not implemented yet: calling {ctx.config} raised NotImplementedError", NOT_IMPLEMENTED)
+    except Exception as exc:
+        ctx.fail(f"calling {ctx.config} raised {_summarise(exc)}", "Call super().__init__() first in __init__."
+                 if "Module.__init__() call" in str(exc) else f"It must accept {ctx.ex.signature}.")
+    if got is None:
+        ctx.fail(f"{ctx.config} returned None", "Did you forget `return`?")
+    if not isinstance(got, nn.Module):
+        ctx.fail(f"{ctx.config} returned a {type(got).__name__}, not an nn.Module")
+    return got
+
+
+def run_check(ex: Exercise, obj: Any, cases: Sequence[Case], want_class: bool = True) -> None:
+    """Compare the learner's module builder ``obj`` with ``ex.reference`` on every case.
+
+    Raises :class:`CheckFailed` on the first difference; prints one line on success. The caller's
+    random-number state is left untouched.
+    """
+    label = _label(obj)
+    _validate(_Ctx(ex, label, label), obj, want_class)
+    with torch.random.fork_rng(devices=[]):
+        for case in cases:
+            ctx = _Ctx(ex, case.config, label)
+            torch.manual_seed(SEED)
+            ref, got = case.build_ref(), _construct(ctx, case.build_got)
+            try:
+                soft = _structure(ctx, ref, got)
+                if ex.check_init:
+                    _check_init(ctx, got)
+            except CheckFailed:
+                raise
+            except Exception as exc:  # an unusual module the rules cannot inspect
+                ctx.fail(f"could not inspect your module's structure: {_summarise(exc)}",
+                         "Build it from standard torch.nn modules registered as attributes, as the reference does.")
+            _behaviour(ctx, case, ref, got, soft)
+    first = cases[0]
+    _reject_reuse(_Ctx(ex, first.config, label), obj,
+                  lambda: first.build_got().eval()(first.make_input()[:1]) if want_class else first.build_got())
+    print(f"{ex.check}: all {len(cases)} configurations match the reference ({ex.what}) {_tick()}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Chapter 1: conv3x3
 # ---------------------------------------------------------------------------------------------
 
-_CONV_SPEC = _Spec(
-    check="check_conv3x3", kind="conv3x3", signature="(inplanes, outplanes, stride=1) -> nn.Conv2d",
-    root_label="the convolution",
-    causes=("return nn.Conv2d(inplanes, outplanes, kernel_size=3, stride=stride, padding=1, bias=False)",),
-    shape_hint=lambda g, r: "Check the padding (1) and the stride: H_out = (H + 2 - 3) // stride + 1.",
-)
+_CONV = Exercise("check_conv3x3", conv3x3, "(inplanes, outplanes, stride=1) -> nn.Conv2d", root="the convolution",
+                 causes=("return nn.Conv2d(inplanes, outplanes, kernel_size=3, stride=stride, padding=1, bias=False)",))
 
 
 def check_conv3x3(fn: Callable[..., nn.Module]) -> None:
-    """Check a learner's ``conv3x3(inplanes, outplanes, stride=1)`` against the package's.
-
-    Args:
-        fn: The learner's function (``my_conv3x3`` in chapter 1).
-
-    Raises:
-        CheckFailed: naming the configuration and what differs (bias, padding, stride, ...).
-    """
-    configs = [((3, 8), 1), ((16, 16, 1), 1), ((8, 16, 2), 2), ((16, 32, 2), 2)]
-    label = _label(fn)
-    cases = [
-        _Case(_call_text(label, args, {}, {}),
-              build_ref=(lambda a=args: conv3x3(*a)), build_got=(lambda a=args: fn(*a)),
-              make_input=_input(2, args[0], 9, 9))
-        for args, _stride in configs
-    ]
-    _run_check(_CONV_SPEC, fn, cases, want_class=False)
+    """Check a learner's ``conv3x3(inplanes, outplanes, stride=1)`` (``my_conv3x3``, chapter 1) against the
+    package's, on four configurations. Raises :class:`CheckFailed` naming what differs (bias, padding, stride...)."""
+    configs = [(3, 8), (16, 16, 1), (8, 16, 2), (16, 32, 2)]
+    run_check(_CONV, fn, [Case(_call_text(_label(fn), a, {}), lambda a=a: conv3x3(*a), lambda a=a: fn(*a),
+                               _input(2, a[0], 9, 9)) for a in configs], want_class=False)
 
 
 # ---------------------------------------------------------------------------------------------
-# Chapters 2-5: the blocks and SE
+# Chapters 2, 3 and 5: the residual blocks, one table
 # ---------------------------------------------------------------------------------------------
 
-def _basic_forward(m: nn.Module, x: torch.Tensor, relu_mid: bool = True, residual: bool = True,
-                   act_after_add: bool = True, relu_before_add: bool = False) -> torch.Tensor:
-    """BasicBlock's forward with switches for the usual mistakes."""
-    out = m.bn1(m.conv1(x))
-    out = F.relu(out) if relu_mid else out
-    out = m.bn2(m.conv2(out))
-    out = F.relu(out) if relu_before_add else out
-    identity = m.downsample(x) if m.downsample is not None else x
-    out = out + identity if residual else out
-    return F.relu(out) if act_after_add else out
+def _block_forward(m: nn.Module, x: torch.Tensor, steps: Sequence[str], after: Sequence[str]) -> torch.Tensor:
+    """A block's forward spelled as data: the branch's ``steps`` (attribute names), then ``after`` ("add" adds
+    the identity; other names are modules). Mistakes are edits of these two lists."""
+    out = x
+    for s in steps:
+        out = out if s == "se" and not m.use_se else getattr(m, s)(out)
+    for s in after:
+        out = out + (m.downsample(x) if m.downsample is not None else x) if s == "add" else getattr(m, s)(out)
+    return out
 
 
-def _bottleneck_forward(m: nn.Module, x: torch.Tensor, relu1: bool = True, relu2: bool = True,
-                        residual: bool = True, act_after_add: bool = True, relu_before_add: bool = False
-                        ) -> torch.Tensor:
-    """Bottleneck's forward with switches for the usual mistakes."""
-    out = m.bn1(m.conv1(x))
-    out = F.relu(out) if relu1 else out
-    out = m.bn2(m.conv2(out))
-    out = F.relu(out) if relu2 else out
-    out = m.bn3(m.conv3(out))
-    out = F.relu(out) if relu_before_add else out
-    identity = m.downsample(x) if m.downsample is not None else x
-    out = out + identity if residual else out
-    return F.relu(out) if act_after_add else out
+def _block_mistakes(steps: Tuple[str, ...], act: str) -> Tuple[Mistake, ...]:
+    """The usual mistakes of a residual block, generated from its steps and final activation."""
+    name = {"relu": "ReLU", "prelu": "PReLU"}
+    ok = ("add", act)
+    out = [Mistake(f"no activation after the addition: your output equals the reference's without its final "
+                   f"{name[act]} (apply self.{act} after out += identity)", lambda m, x: _block_forward(m, x, steps, ("add",))),
+           Mistake("no residual: your output equals the reference's without the identity (x, or downsample(x)) added",
+                   lambda m, x: _block_forward(m, x, steps, (act,))),
+           Mistake("the activation comes before the addition, not after it: your output equals act(branch) + "
+                   "identity, while the reference computes act(branch + identity)",
+                   lambda m, x: _block_forward(m, x, steps, (act, "add")))]
+    if "se" in steps:
+        out.insert(0, Mistake("SE applied after the residual addition: your output equals the reference's with the SE "
+                              "gate applied to (branch + identity) instead of to the branch alone; call self.se(out) "
+                              "right after bn2, before out += identity",
+                              lambda m, x: _block_forward(m, x, steps[:-1], ("add", "se", act)), lambda m: m.use_se))
+    for i, s in enumerate(steps):
+        if not s.startswith("conv") and s != "se":
+            text = f"no {name.get(s, s)} after {steps[i - 1]}" if i else f"{s} not applied"
+            out.append(Mistake(f"{text}: your output equals the reference's without it",
+                               lambda m, x, i=i: _block_forward(m, x, steps[:i] + steps[i + 1:], ok)))
+        if i and {s[:2], steps[i - 1][:2]} in ({"bn", "pr"}, {"bn", "re"}, {"bn", "se"}):
+            swapped = steps[:i - 1] + (s, steps[i - 1]) + steps[i + 1:]
+            bn, other = (steps[i - 1], s) if steps[i - 1].startswith("bn") else (s, steps[i - 1])
+            out.append(Mistake(f"batch norm in the wrong place: your output equals the reference's with {bn} applied "
+                               f"after {other} (the reference's order is {' -> '.join(steps)})",
+                               lambda m, x, sw=swapped: _block_forward(m, x, sw, ok),
+                               (lambda m: m.use_se) if "se" in (s, steps[i - 1]) else (lambda m: True)))
+    return tuple(out)
 
 
-def _ir_forward(m: nn.Module, x: torch.Tensor, bn0: bool = True, prelu_in: bool = True,
-                bn1_after_prelu: bool = False, bn2_after_se: bool = False, se_after_add: bool = False,
-                residual: bool = True, act_after_add: bool = True) -> torch.Tensor:
-    """IRBlock's forward with switches for the usual mistakes."""
-    out = m.conv1(m.bn0(x) if bn0 else x)
-    if bn1_after_prelu:
-        out = m.bn1(m.prelu(out))
-    else:
-        out = m.bn1(out)
-        out = m.prelu(out) if prelu_in else out
-    out = m.conv2(out)
-    out = out if bn2_after_se else m.bn2(out)
-    if m.use_se and not se_after_add:
-        out = m.se(out)
-    out = m.bn2(out) if bn2_after_se else out
-    identity = m.downsample(x) if m.downsample is not None else x
-    out = out + identity if residual else out
-    if m.use_se and se_after_add:
-        out = m.se(out)
-    return m.prelu(out) if act_after_add else out
+_DOWNSAMPLE = ("The check passes a downsample module (a 1x1 convolution with the block's stride, then BatchNorm2d); "
+               "store it as self.downsample and apply it to x: identity = self.downsample(x) if self.downsample is "
+               "not None else x.")
+_BLOCK_SHAPE = "The output has planes * expansion channels and (H - 1) // stride + 1 rows: check the stride."
+#: exercise id -> (reference, the branch's steps, final activation, configurations
+#: (inplanes, planes, stride, with a downsample[, use_se]), hints by submodule)
+_BLOCKS: Dict[str, Tuple[type, Tuple[str, ...], str, List[Tuple], Dict[str, str]]] = {
+    "basic_block": (BasicBlock, ("conv1", "bn1", "relu", "conv2", "bn2"), "relu",
+                    [(16, 16, 1, False), (16, 32, 2, True), (8, 16, 1, True), (16, 16, 2, True)],
+                    {"downsample": _DOWNSAMPLE, "stride": "BasicBlock puts the stride on conv1 (conv3x3(inplanes, "
+                     "planes, stride)); conv2 keeps stride 1."}),
+    "bottleneck": (Bottleneck, ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"), "relu",
+                   [(64, 16, 1, False), (32, 16, 2, True), (16, 8, 1, True), (64, 16, 2, True)],
+                   {"downsample": _DOWNSAMPLE, "stride": "Bottleneck (torchvision's 'v1.5' layout) puts the stride on "
+                    "the 3x3 conv2; the 1x1 conv1 and conv3 keep stride 1."}),
+    "ir_block": (IRBlock, ("bn0", "conv1", "bn1", "prelu", "conv2", "bn2", "se"), "prelu",
+                 [(32, 32, 1, False, None), (32, 32, 1, False, False), (32, 64, 2, True, True),
+                  (32, 64, 2, True, False), (16, 32, 1, True, True), (64, 64, 2, True, True)],
+                 {"downsample": _DOWNSAMPLE, "bn0": "it normalises the block's input before conv1, pre-activation "
+                  "style", "stride": "IRBlock keeps the resolution in conv1 (inplanes -> inplanes, stride 1) and "
+                  "changes width and resolution in conv2 (inplanes -> planes, stride).",
+                  "IRBlock.conv1": "IRBlock's conv1 keeps inplanes channels; conv2 maps inplanes -> planes"}),
+}
 
 
-_NO_ACT = "no activation after the addition: your output equals the reference's without its final {act}"
-_NO_RES = "no residual: your output equals the reference's without the identity (x, or downsample(x)) added"
-_ACT_BEFORE = ("the activation comes before the addition, not after it: your output equals "
-               "relu(branch) + identity, while the reference computes relu(branch + identity)")
-_DOWNSAMPLE_HINT = ("The check passes a downsample module (a 1x1 convolution with the block's stride, then "
-                    "BatchNorm2d); store it as self.downsample and apply it to x to form the identity before the "
-                    "addition: identity = self.downsample(x) if self.downsample is not None else x.")
-
-_BASIC_SPEC = _Spec(
-    check="check_basic_block", kind="BasicBlock", signature="(inplanes, planes, stride=1, downsample=None)",
-    variants=(
-        _Variant(_NO_ACT.format(act="ReLU") + " (apply self.relu after out += identity)",
-                 lambda m, x: _basic_forward(m, x, act_after_add=False)),
-        _Variant(_NO_RES, lambda m, x: _basic_forward(m, x, residual=False)),
-        _Variant(_ACT_BEFORE, lambda m, x: _basic_forward(m, x, relu_before_add=True, act_after_add=False)),
-        _Variant("no ReLU between bn1 and conv2: your output equals the reference's without it",
-                 lambda m, x: _basic_forward(m, x, relu_mid=False)),
-    ),
-    causes=("the final ReLU after the addition is missing", "the residual (x, or downsample(x)) is not added",
-            "the order inside the branch is conv1 -> bn1 -> relu -> conv2 -> bn2",
-            "downsample must be applied to the block's input x"),
-    hints={"downsample": _DOWNSAMPLE_HINT,
-           "stride": "BasicBlock puts the stride on conv1 (conv3x3(inplanes, planes, stride)); conv2 keeps stride 1."},
-    shape_hint=lambda g, r: "The output has planes channels and (H - 1) // stride + 1 rows: check conv1's stride.",
-)
-
-_BOTTLENECK_SPEC = _Spec(
-    check="check_bottleneck", kind="Bottleneck", signature="(inplanes, planes, stride=1, downsample=None)",
-    variants=(
-        _Variant(_NO_ACT.format(act="ReLU") + " (apply self.relu after out += identity)",
-                 lambda m, x: _bottleneck_forward(m, x, act_after_add=False)),
-        _Variant(_NO_RES, lambda m, x: _bottleneck_forward(m, x, residual=False)),
-        _Variant(_ACT_BEFORE, lambda m, x: _bottleneck_forward(m, x, relu_before_add=True, act_after_add=False)),
-        _Variant("no ReLU after bn1: your output equals the reference's without it",
-                 lambda m, x: _bottleneck_forward(m, x, relu1=False)),
-        _Variant("no ReLU after bn2: your output equals the reference's without it",
-                 lambda m, x: _bottleneck_forward(m, x, relu2=False)),
-    ),
-    causes=("the final ReLU after the addition is missing", "the residual (x, or downsample(x)) is not added",
-            "a ReLU is missing after bn1 or bn2", "downsample must be applied to the block's input x"),
-    hints={"downsample": _DOWNSAMPLE_HINT,
-           "stride": "Bottleneck (the torchvision 'v1.5' layout) puts the stride on the 3x3 conv2; the 1x1 conv1 and "
-                     "conv3 keep stride 1."},
-    shape_hint=lambda g, r: (f"The output has planes * expansion = {r[1]} channels; yours has {g[1]}."
-                             if g[1] != r[1] else "Check the stride of conv2."),
-)
-
-_SE_SPEC = _Spec(
-    check="check_se_block", kind="SEBlock", signature="(channel, reduction=16)",
-    variants=(
-        _Variant("SE gate has no Sigmoid: your output equals x * (fc without the sigmoid)",
-                 lambda m, x: x * m.fc[2](m.fc[1](m.fc[0](m.avg_pool(x).flatten(1))))[:, :, None, None]),
-        _Variant("the squeeze uses max pooling: your output equals the reference's with adaptive max pooling in "
-                 "place of the average",
-                 lambda m, x: x * m.fc(F.adaptive_max_pool2d(x, 1).flatten(1))[:, :, None, None]),
-        _Variant("the gate is added, not multiplied: your output equals x + gate; the reference computes x * gate",
-                 lambda m, x: x + m.gate(x)),
-    ),
-    causes=("squeeze = global average pool to (N, C)", "excite = Linear -> PReLU -> Linear -> Sigmoid",
-            "output = x * gate, broadcast over H and W"),
-    hints={"fc": "the excitation MLP"},
-    shape_hint=lambda g, r: ("SE returns the gate instead of x * gate: the output must have the input's shape "
-                             "(N, C, H, W), each channel rescaled by its gate"
-                             if g[-2:] == (1, 1) or len(g) == 2 else "The output must have the input's shape."),
-)
-
-_IR_SPEC = _Spec(
-    check="check_ir_block", kind="IRBlock",
-    signature="(inplanes, planes, stride=1, downsample=None, use_se=True)",
-    variants=(
-        _Variant("SE applied after the residual addition: your output equals the reference's with the SE gate "
-                 "applied to (branch + identity) instead of to the branch alone; call self.se(out) right after "
-                 "bn2, before out += identity", lambda m, x: _ir_forward(m, x, se_after_add=True),
-                 applies=lambda m: m.use_se),
-        _Variant(_NO_ACT.format(act="PReLU") + "; the reference applies the same self.prelu again after "
-                 "out += identity", lambda m, x: _ir_forward(m, x, act_after_add=False)),
-        _Variant(_NO_RES, lambda m, x: _ir_forward(m, x, residual=False)),
-        _Variant("batch norm in the wrong place: your output equals the reference's with bn1 applied after the "
-                 "PReLU (the reference's order is conv1 -> bn1 -> prelu)",
-                 lambda m, x: _ir_forward(m, x, bn1_after_prelu=True)),
-        _Variant("batch norm in the wrong place: your output equals the reference's with bn2 applied after the SE "
-                 "gate (the reference's order is conv2 -> bn2 -> se)",
-                 lambda m, x: _ir_forward(m, x, bn2_after_se=True), applies=lambda m: m.use_se),
-        _Variant("bn0 not applied: your output equals the reference's without bn0 on the block's input",
-                 lambda m, x: _ir_forward(m, x, bn0=False)),
-        _Variant("no PReLU inside the branch: your output equals the reference's without prelu between bn1 and conv2",
-                 lambda m, x: _ir_forward(m, x, prelu_in=False)),
-    ),
-    causes=("SE applied after the addition instead of to the branch",
-            "no PReLU after the addition (the same self.prelu is used twice)",
-            "batch norm in the wrong place (order: bn0 -> conv1 -> bn1 -> prelu -> conv2 -> bn2 -> se)",
-            "the residual (x, or downsample(x)) not added", "downsample applied to something other than x"),
-    hints={"downsample": _DOWNSAMPLE_HINT,
-           "bn0": "it normalises the block's input before conv1, pre-activation style",
-           "stride": "IRBlock keeps the resolution in conv1 (inplanes -> inplanes, stride 1) and changes width and "
-                     "resolution in conv2 (inplanes -> planes, stride).",
-           "IRBlock.conv1": "IRBlock's conv1 keeps inplanes channels; conv2 maps inplanes -> planes",
-           "IRBlock.conv2": "conv2 maps inplanes -> planes and carries the stride"},
-    shape_hint=lambda g, r: "The output has planes channels and (H - 1) // stride + 1 rows: check conv2's stride.",
-)
-
-
-def _expansion_check(spec: _Spec, cls: type, expected: int) -> None:
-    """Blocks need a class attribute ``expansion``, read by ResNetArcFace's ``_make_layer``."""
-    ctx = _Ctx(spec, _Case(_label(cls), lambda: nn.Identity(), lambda: None, lambda: torch.zeros(0)), _label(cls))
-    value = getattr(cls, "expansion", None)
-    if value is None:
-        ctx.fail(f"{_label(cls)} has no class attribute expansion; the reference {spec.kind} sets expansion = "
-                 f"{expected}", "ResNetArcFace's _make_layer reads block.expansion to size each stage's output.")
-    if value != expected:
-        ctx.fail(f"expansion is {value} but the reference {spec.kind} has expansion = {expected}"
-                 + (" (its output has planes * 4 channels: conv3 expands the 1x1-reduced width back)"
-                    if expected == 4 else ""))
-
-
-def _downsample(inplanes: int, outplanes: int, stride: int) -> nn.Sequential:
-    """The downsample a check passes to a block: ``Sequential(1x1 conv with stride, BatchNorm2d)``."""
-    torch.manual_seed(SEED + 2)
-    return nn.Sequential(nn.Conv2d(inplanes, outplanes, kernel_size=1, stride=stride, bias=False),
-                         nn.BatchNorm2d(outplanes))
-
-
-def _block_cases(cls: type, ref_cls: type, configs: Sequence[Tuple], size: int = 8) -> List[_Case]:
-    """Cases for a residual block: ``configs`` holds (inplanes, planes, stride, with_downsample[, use_se])."""
+def _check_block(exercise: str, cls: type) -> None:
+    """The one check behind :func:`check_basic_block`, :func:`check_bottleneck` and :func:`check_ir_block`."""
+    ref_cls, steps, act, configs, hints = _BLOCKS[exercise]
+    extra = ", use_se=True" if "se" in steps else ""
+    ex = Exercise(f"check_{exercise}", ref_cls, f"(inplanes, planes, stride=1, downsample=None{extra})",
+                  _block_mistakes(steps, act), ("the order inside the branch is " + " -> ".join(steps),
+                  "downsample must be applied to the block's input x"), hints, lambda g, r: _BLOCK_SHAPE)
     label = _label(cls)
+    ctx = _Ctx(ex, label, label)
+    _validate(ctx, cls, want_class=True)
+    if getattr(cls, "expansion", None) != ref_cls.expansion:
+        ctx.fail(f"{label} has no class attribute expansion; the reference {ex.kind} sets expansion = "
+                 f"{ref_cls.expansion}" if getattr(cls, "expansion", None) is None else f"expansion is {cls.expansion}"
+                 f" but the reference {ex.kind} has expansion = {ref_cls.expansion}",
+                 "ResNetArcFace's _make_layer reads block.expansion: the block's output has planes * expansion "
+                 "channels.")
     cases = []
-    for cfg in configs:
-        inplanes, planes, stride, with_ds = cfg[:4]
-        kwargs = {} if len(cfg) < 5 or cfg[4] is None else {"use_se": cfg[4]}
+    for inplanes, planes, stride, with_ds, *use_se in configs:
         out = planes * ref_cls.expansion
-        args: List[Any] = [inplanes, planes]
-        if stride != 1 or with_ds:
-            args.append(stride)
-        if with_ds:
-            args.append("downsample")
+        args = [inplanes, planes] + ([stride] if stride != 1 or with_ds else []) + (["downsample"] if with_ds else [])
+        kwargs = {"use_se": use_se[0]} if use_se and use_se[0] is not None else {}
+
+        def build(klass: type, a: Tuple = tuple(args), k: Dict = kwargs, i: int = inplanes, o: int = out,
+                  s: int = stride) -> nn.Module:
+            torch.manual_seed(SEED + 2)
+            ds = nn.Sequential(nn.Conv2d(i, o, kernel_size=1, stride=s, bias=False), nn.BatchNorm2d(o))
+            return klass(*[ds if v == "downsample" else v for v in a], **k)
+
         names = {3: f"downsample=Sequential(Conv2d({inplanes}, {out}, 1x1, stride={stride}, bias=False), "
                     f"BatchNorm2d({out}))"}
-
-        def build(klass: type, a: Tuple = tuple(args), k: Dict = dict(kwargs), i: int = inplanes, o: int = out,
-                  s: int = stride) -> nn.Module:
-            real = [(_downsample(i, o, s) if v == "downsample" else v) for v in a]
-            return klass(*real, **k)
-
-        cases.append(_Case(
-            _call_text(label, args, kwargs, names),
-            build_ref=lambda b=build: b(ref_cls), build_got=lambda b=build: b(cls),
-            make_input=_input(4, inplanes, size, size),
-            context={"use_se": kwargs.get("use_se", True)}))
-    return cases
+        cases.append(Case(_call_text(label, args, kwargs, names), lambda b=build: b(ref_cls), lambda b=build: b(cls),
+                          _input(4, inplanes, 8, 8)))
+    run_check(ex, cls, cases)
 
 
 def check_basic_block(cls: type) -> None:
-    """Check a learner's ``BasicBlock(inplanes, planes, stride=1, downsample=None)`` against the package's.
-
-    Args:
-        cls: The learner's class (``MyBasicBlock`` in chapter 2).
-
-    Raises:
-        CheckFailed: naming the configuration and what differs.
-    """
-    _validate(_BASIC_SPEC, cls, want_class=True)
-    _expansion_check(_BASIC_SPEC, cls, BasicBlock.expansion)
-    configs = [(16, 16, 1, False), (16, 32, 2, True), (8, 16, 1, True), (16, 16, 2, True)]
-    _run_check(_BASIC_SPEC, cls, _block_cases(cls, BasicBlock, configs))
+    """Check a learner's ``BasicBlock(inplanes, planes, stride=1, downsample=None)`` (``MyBasicBlock``,
+    chapter 2) on four configurations. Raises :class:`CheckFailed` naming what differs."""
+    _check_block("basic_block", cls)
 
 
 def check_bottleneck(cls: type) -> None:
-    """Check a learner's ``Bottleneck(inplanes, planes, stride=1, downsample=None)`` against the package's.
-
-    Args:
-        cls: The learner's class (``MyBottleneck`` in chapter 3).
-
-    Raises:
-        CheckFailed: naming the configuration and what differs.
-    """
-    _validate(_BOTTLENECK_SPEC, cls, want_class=True)
-    _expansion_check(_BOTTLENECK_SPEC, cls, Bottleneck.expansion)
-    configs = [(64, 16, 1, False), (32, 16, 2, True), (16, 8, 1, True), (64, 16, 2, True)]
-    _run_check(_BOTTLENECK_SPEC, cls, _block_cases(cls, Bottleneck, configs))
-
-
-def check_se_block(cls: type) -> None:
-    """Check a learner's ``SEBlock(channel, reduction=16)`` against the package's.
-
-    Args:
-        cls: The learner's class (``MySEBlock`` in chapter 4).
-
-    Raises:
-        CheckFailed: naming the configuration and what differs.
-    """
-    label = _label(cls)
-    configs = [(64, None), (32, 8), (48, 16), (128, 4)]
-    cases = []
-    for channel, reduction in configs:
-        args = (channel,) if reduction is None else (channel, reduction)
-        cases.append(_Case(
-            _call_text(label, args, {}, {}),
-            build_ref=lambda a=args: SEBlock(*a), build_got=lambda a=args: cls(*a),
-            make_input=_input(4, channel, 6, 6), context={"reduction": reduction or 16}))
-    _run_check(_SE_SPEC, cls, cases)
+    """Check a learner's ``Bottleneck(inplanes, planes, stride=1, downsample=None)`` (``MyBottleneck``,
+    chapter 3) on four configurations. Raises :class:`CheckFailed` naming what differs."""
+    _check_block("bottleneck", cls)
 
 
 def check_ir_block(cls: type) -> None:
-    """Check a learner's ``IRBlock(inplanes, planes, stride=1, downsample=None, use_se=True)``.
+    """Check a learner's ``IRBlock(inplanes, planes, stride=1, downsample=None, use_se=True)`` (``MyIRBlock``,
+    chapter 5) on six configurations: with and without SE (once with ``use_se`` left at its default), strides 1
+    and 2, with and without a downsample. Raises :class:`CheckFailed` naming what differs."""
+    _check_block("ir_block", cls)
 
-    Six configurations: with and without SE, strides 1 and 2, with and without a
-    change of width (and hence a downsample), and once with ``use_se`` left at its default.
 
-    Args:
-        cls: The learner's class (``MyIRBlock`` in chapter 5).
+# ---------------------------------------------------------------------------------------------
+# Chapter 4: SEBlock
+# ---------------------------------------------------------------------------------------------
 
-    Raises:
-        CheckFailed: naming the configuration and what differs.
-    """
-    _validate(_IR_SPEC, cls, want_class=True)
-    _expansion_check(_IR_SPEC, cls, IRBlock.expansion)
-    configs = [(32, 32, 1, False, None), (32, 32, 1, False, False), (32, 64, 2, True, True),
-               (32, 64, 2, True, False), (16, 32, 1, True, True), (64, 64, 2, True, True)]
-    _run_check(_IR_SPEC, cls, _block_cases(cls, IRBlock, configs))
+_SE = Exercise(
+    "check_se_block", SEBlock, "(channel, reduction=16)",
+    (Mistake("SE gate has no Sigmoid: your output equals x * (fc without the sigmoid)",
+             lambda m, x: x * m.fc[2](m.fc[1](m.fc[0](m.avg_pool(x).flatten(1))))[:, :, None, None]),
+     Mistake("the squeeze uses max pooling: your output equals the reference's with adaptive max pooling in place of "
+             "the average", lambda m, x: x * m.fc(F.adaptive_max_pool2d(x, 1).flatten(1))[:, :, None, None]),
+     Mistake("the gate is added, not multiplied: your output equals x + gate; the reference computes x * gate",
+             lambda m, x: x + m.gate(x))),
+    ("squeeze = global average pool to (N, C)", "excite = Linear -> PReLU -> Linear -> Sigmoid",
+     "output = x * gate, broadcast over H and W"), {"fc": "the excitation MLP"},
+    lambda g, r: ("SE returns the gate instead of x * gate: the output must have the input's shape (N, C, H, W)"
+                  if g[-2:] == (1, 1) or len(g) == 2 else "The output must have the input's shape."))
+
+
+def check_se_block(cls: type) -> None:
+    """Check a learner's ``SEBlock(channel, reduction=16)`` (``MySEBlock``, chapter 4) on four configurations.
+    Raises :class:`CheckFailed` naming what differs."""
+    configs = [(64,), (32, 8), (48, 16), (128, 4)]
+    run_check(_SE, cls, [Case(_call_text(_label(cls), a, {}), lambda a=a: SEBlock(*a), lambda a=a: cls(*a),
+                              _input(4, a[0], 6, 6)) for a in configs])
 
 
 # ---------------------------------------------------------------------------------------------
 # Chapter 6: the whole network
 # ---------------------------------------------------------------------------------------------
 
-def _model_forward(m: nn.Module, x: torch.Tensor, stem_prelu: bool = True, dropout: bool = True,
-                   dropout_before_bn4: bool = False) -> torch.Tensor:
+def _model_forward(m: nn.Module, x: torch.Tensor, stem: bool = True, head: Sequence[str] = ("bn4", "dropout")
+                   ) -> torch.Tensor:
     """ResNetArcFace's forward with switches for the usual mistakes."""
-    x = m.bn1(m.conv1(x))
-    x = m.maxpool(m.prelu(x) if stem_prelu else x)
+    x = m.maxpool(m.prelu(m.bn1(m.conv1(x))) if stem else m.bn1(m.conv1(x)))
     x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
-    if dropout_before_bn4:
-        x = m.bn4(m.dropout(x))
-    else:
-        x = m.bn4(x)
-        x = m.dropout(x) if dropout else x
+    for s in head:
+        x = getattr(m, s)(x)
     return m.bn5(m.fc5(x.flatten(1)))
 
 
-_MODEL_SPEC = _Spec(
-    check="check_resnet_arcface", kind="ResNetArcFace", signature="(block, layers, use_se=True)",
-    variants=(
-        _Variant("dropout missing: your train-mode output equals the reference's without dropout (nn.Dropout(), "
-                 "p=0.5, after bn4); in eval mode dropout does nothing, so only train mode shows it",
-                 lambda m, x: _model_forward(m, x, dropout=False), train_only=True),
-        _Variant("dropout in the wrong place: your train-mode output equals the reference's with dropout before "
-                 "bn4 (the reference's head is bn4 -> dropout -> flatten -> fc5 -> bn5)",
-                 lambda m, x: _model_forward(m, x, dropout_before_bn4=True), train_only=True),
-        _Variant("no PReLU in the stem: your output equals the reference's without prelu after bn1 "
-                 "(the stem is conv1 -> bn1 -> prelu -> maxpool)", lambda m, x: _model_forward(m, x, stem_prelu=False)),
-    ),
-    causes=("a block differs from IRBlock (check yours with check_ir_block first)",
-            "the stem order is conv1 -> bn1 -> prelu -> maxpool",
-            "the head order is bn4 -> dropout -> flatten -> fc5 -> bn5",
-            "use_se is not passed on to the blocks"),
-    hints={"downsample": "_make_layer must build one for a stage's first block whenever stride != 1 or "
-                         "inplanes != planes * block.expansion: nn.Sequential(nn.Conv2d(inplanes, planes * "
-                         "expansion, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(planes * expansion)).",
-           "bn0": "it normalises each IRBlock's input before conv1",
-           "ResNetArcFace.bn1": "BatchNorm2d(64) after the stem's conv1",
-           "bn4": "after layer4, before dropout",
-           "dropout": "after bn4 and before flattening; it does nothing in eval mode, so only train mode shows it",
-           "bn5": "the last layer, after fc5: it normalises the 512-d embedding",
-           "fc5": "Linear(512 * 8 * 8, 512) maps the flattened 8x8 map to the 512-d embedding",
-           "maxpool": "MaxPool2d(2, 2) at the end of the stem halves 128x128 to 64x64",
-           "stride": "Each of layer2..layer4 halves the resolution in its first block."},
-    shape_hint=lambda g, r: "The network returns a (N, 512) embedding: bn5(fc5(flatten(dropout(bn4(x))))).",
-    check_init=True, what="structure, initialisation, eval/train outputs and gradients",
-)
+_MODEL = Exercise(
+    "check_resnet_arcface", ResNetArcFace, "(block, layers, use_se=True)",
+    (Mistake("dropout missing: your train-mode output equals the reference's without dropout (nn.Dropout(), p=0.5, "
+             "after bn4); in eval mode dropout does nothing, so only train mode shows it",
+             lambda m, x: _model_forward(m, x, head=("bn4",)), train_only=True),
+     Mistake("dropout in the wrong place: your train-mode output equals the reference's with dropout before bn4 (the "
+             "head is bn4 -> dropout -> flatten -> fc5 -> bn5)", lambda m, x: _model_forward(m, x, head=("dropout", "bn4")),
+             train_only=True),
+     Mistake("no PReLU in the stem: your output equals the reference's without prelu after bn1 (the stem is conv1 -> "
+             "bn1 -> prelu -> maxpool)", lambda m, x: _model_forward(m, x, stem=False))),
+    ("a block differs from IRBlock (check yours with check_ir_block first)", "the stem is conv1 -> bn1 -> prelu -> "
+     "maxpool", "the head is bn4 -> dropout -> flatten -> fc5 -> bn5", "use_se is not passed on to the blocks"),
+    {"downsample": "_make_layer must build one for a stage's first block whenever stride != 1 or inplanes != planes * "
+                   "block.expansion: nn.Sequential(nn.Conv2d(inplanes, planes * expansion, kernel_size=1, "
+                   "stride=stride, bias=False), nn.BatchNorm2d(planes * expansion)).",
+     "bn0": "it normalises each IRBlock's input before conv1", "bn4": "after layer4, before dropout",
+     "dropout": "nn.Dropout() (p=0.5) after bn4 and before flattening; only train mode shows it",
+     "bn5": "the last layer, after fc5: it normalises the 512-d embedding",
+     "fc5": "A 128x128 input leaves an 8x8 map after the stem's max-pool (64x64) and the three stride-2 stages (32, 16, "
+            "8); 7x7 is the 112x112 convention of InsightFace.",
+     "maxpool": "MaxPool2d(2, 2) at the end of the stem halves 128x128 to 64x64",
+     "stride": "Each of layer2..layer4 halves the resolution in its first block."},
+    lambda g, r: "The network returns a (N, 512) embedding: bn5(fc5(flatten(dropout(bn4(x))))).",
+    check_init=True, what="structure, initialisation, eval/train outputs and gradients on the smallest")
 
 
 def check_resnet_arcface(cls: type) -> None:
-    """Check a learner's ``ResNetArcFace(block, layers, use_se=True)`` against the package's.
+    """Check a learner's ``ResNetArcFace(block, layers, use_se=True)`` (``MyResNetArcFace``, chapter 6).
 
-    Builds ``block='IRBlock'`` networks with ``layers`` (1, 1, 1, 1) (``use_se`` left at its
-    default, True) and (2, 2, 2, 2) with ``use_se`` False (GFPGAN's) and True; checks the
-    structure, the fresh network's initialisation (Xavier-normal convolutions and linears,
-    zero linear biases, BatchNorm at identity, PReLU at 0.25) and, on the same weights,
-    outputs in eval and train mode and all gradients on a batch of two 128x128 faces.
-
-    Args:
-        cls: The learner's class (``MyResNetArcFace`` in chapter 6); it may use the package's IRBlock.
+    Builds ``'IRBlock'`` networks with ``layers`` (1, 1, 1, 1) (``use_se`` at its default) and (2, 2, 2, 2)
+    with ``use_se`` False (GFPGAN's) and True; checks each one's structure and initialisation, and on the same
+    weights its eval-mode output; train-mode outputs for the first two; and the gradients of every parameter
+    for the smallest one only (a backward pass through the whole network is the costliest step). Takes about
+    10-20 s on a laptop CPU. The learner's class may use the package's ``IRBlock``.
 
     Raises:
         CheckFailed: naming the configuration and what differs.
     """
-    label = _label(cls)
-    # (args, kwargs, what to compare): a backward pass through the whole network is the costliest step, so
-    # to keep the check near 10 s on a laptop CPU, gradients are compared on the smallest network (which
-    # has every kind of module, SE included) and the last configuration in eval mode only.
-    configs: List[Tuple[Tuple, Dict, str]] = [(("IRBlock", (1, 1, 1, 1)), {}, "eval, train, grads"),
-                                              (("IRBlock", (2, 2, 2, 2)), {"use_se": False}, "eval, train"),
-                                              (("IRBlock", (2, 2, 2, 2)), {"use_se": True}, "eval")]
-    cases = [
-        _Case(_call_text(label, args, kwargs, {}),
-              build_ref=lambda a=args, k=kwargs: ResNetArcFace(*a, **k),
-              build_got=lambda a=args, k=kwargs: cls(*a, **k),
-              make_input=_input(2, 1, 128, 128), context={"use_se": kwargs.get("use_se", True)},
-              train="train" in modes, grads="grads" in modes,
-              eval_batch=1)  # train mode needs a batch of 2 (bn5); eval mode does not
-        for args, kwargs, modes in configs
-    ]
-    _run_check(_MODEL_SPEC, cls, cases)
+    configs = [(("IRBlock", (1, 1, 1, 1)), {}, "train, grads"), (("IRBlock", (2, 2, 2, 2)), {"use_se": False}, "train"),
+               (("IRBlock", (2, 2, 2, 2)), {"use_se": True}, "")]
+    run_check(_MODEL, cls, [Case(_call_text(_label(cls), a, k), lambda a=a, k=k: ResNetArcFace(*a, **k),
+                                 lambda a=a, k=k: cls(*a, **k), _input(2, 1, 128, 128), train="train" in modes,
+                                 grads="grads" in modes, eval_batch=1)  # train mode needs a batch of 2 (bn5)
+                            for a, k, modes in configs])
 
 
 #: The grader's registry: exercise id -> (the learner's object's name in the chapter notebook, its check).

@@ -78,7 +78,7 @@ class IRSEAfterAddition(_IRBase):
         return self.prelu(out)
 
 
-@mutant("ir_block", "batch norm in the wrong place", "bn1 applied after the PReLU")
+@mutant("ir_block", "batch norm in the wrong place", "bn1 applied after prelu")
 class IRPReLUBeforeBN1(_IRBase):
     def branch(self, x):
         out = self.bn1(self.prelu(self.conv1(self.bn0(x))))
@@ -90,7 +90,7 @@ class IRPReLUBeforeBN1(_IRBase):
         return self.prelu(out + self.identity(x))
 
 
-@mutant("ir_block", "batch norm in the wrong place", "bn2 applied after the SE gate")
+@mutant("ir_block", "batch norm in the wrong place", "bn2 applied after se")
 class IRBN2AfterSE(_IRBase):
     def forward(self, x):
         out = self.conv2(self.prelu(self.bn1(self.conv1(self.bn0(x)))))

@@ -81,7 +81,7 @@ class ModelDropoutBeforeBN4(_ModelBase):
         return self.bn5(self.fc5(self.bn4(self.dropout(x)).flatten(1)))
 
 
-@mutant("resnet_arcface", "dropout has p=0.2 but the reference uses nn.Dropout() with p=0.5")
+@mutant("resnet_arcface", "dropout: p is 0.2 but should be 0.5", "after bn4")
 class ModelDropoutP(_ModelBase):
     def __init__(self, block="IRBlock", layers=(2, 2, 2, 2), use_se=True):
         super().__init__(block, layers, use_se)

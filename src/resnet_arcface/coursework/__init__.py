@@ -1,10 +1,11 @@
 """Coursework tools: the student edition of the book and the grader.
 
-* :mod:`resnet_arcface.coursework.student` (``arcface-student``, ``make student``): stubbed learner notebooks
-  in ``student/notebooks/`` and the HTML book with solutions hidden in ``student/_build/html``.
+* :mod:`resnet_arcface.coursework.student` (``arcface-student``, ``make student``): the chapters without the
+  cells tagged ``remove-student`` and with ``solution`` cells stubbed, in ``student/notebooks/``, and the HTML
+  book built from them in ``student/_build/html``.
 * :mod:`resnet_arcface.coursework.grade` (``arcface-grade``, ``make grade SUBMISSIONS=dir``): runs completed
   learner notebooks, checks each exercise with :mod:`resnet_arcface.checks` and writes a CSV. It runs the
-  learners' code: read its docstring before using it.
+  learners' code (in their own kernels, which they control): read its docstring before using it.
 
 The instructor's guide is ``book/instructors.md``. The submodules are imported on first use, so that
 ``python -m resnet_arcface.coursework.grade`` does not import itself twice.
@@ -12,7 +13,7 @@ The instructor's guide is ``book/instructors.md``. The submodules are imported o
 import importlib
 
 _EXPORTS = {
-    "StripSolutions": "student", "SolutionMarkerError": "student", "stub_notebook": "student",
+    "SolutionMarkerError": "student", "stub_notebook": "student",
     "stub_source": "student", "write_student_notebooks": "student", "build_student_html": "student",
     "grade_submissions": "grade",
 }
