@@ -26,9 +26,14 @@ book: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Re-execute the chapter notebooks in place, so the committed outputs are the current code's.
+# Re-execute the chapter notebooks in place, so the committed outputs are the current code's. No execution
+# timestamps: none are recorded, and any left by another tool are stripped, so a re-run changes only outputs.
+NOTEBOOKS = notebooks/*.ipynb book/*.ipynb
 execute: $(STAMP)
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb book/*.ipynb
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.record_timing=False $(NOTEBOOKS)
+	$(BIN)/python -c "import sys, nbformat; nbs = {p: nbformat.read(p, as_version=4) for p in sys.argv[1:]}; \
+	[c.metadata.pop('execution', None) for nb in nbs.values() for c in nb.cells]; \
+	[nbformat.write(nb, p) for p, nb in nbs.items()]" $(NOTEBOOKS)
 
 # Coursework (book/instructors.md). The student edition: stubbed notebooks in student/notebooks/ and the
 # HTML book with solutions hidden in student/_build/html. The instructor edition is `make book`.
