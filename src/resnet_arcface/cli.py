@@ -11,7 +11,6 @@ import math
 import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
@@ -144,16 +143,15 @@ def pair_counts(labels: torch.Tensor) -> Tuple[int, int]:
 
 def _write_atomic(path: Path, data: Any) -> None:
     """Write ``data`` (a state_dict or JSON text) next to ``path``, then rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so the rename is atomic
     try:
         if isinstance(data, str):
-            Path(tmp).write_text(data)
+            tmp.write_text(data)
         else:
             torch.save(data, tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -100,10 +100,12 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: s
             one is built from ``loss``, ``s`` and ``m``.
         resume: A state given to ``on_epoch_end`` by an earlier call; training continues after its epoch.
         on_epoch_end: Called after every epoch with the state (``epoch``, ``model``, ``head``, ``optimizer``,
-            ``scheduler`` state_dicts and ``history``), e.g. to save a checkpoint.
+            ``scheduler`` state_dicts and ``history``), e.g. to save a checkpoint. Its tensors are the live
+            ones that training keeps changing: save or copy them inside the callback.
 
     Returns:
-        The history, one list entry per epoch: ``epoch``, ``loss`` (mean over the epoch), ``train_accuracy``
+        The history (the model is trained in place and left in eval mode; torch's global random state is
+        reseeded every epoch), one list entry per epoch: ``epoch``, ``loss`` (mean over the epoch), ``train_accuracy``
         (margin-free predictions on the training batches), ``lr`` (at the epoch's end), ``images_per_s``,
         ``seconds`` and ``verification`` (the dict of :func:`resnet_arcface.verify.evaluate`, or ``None``).
 
@@ -117,27 +119,18 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: s
         raise ValueError(f"fit: unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZERS)}.")
     device = pick_device(device) if isinstance(device, str) else torch.device(device)
     classes, targets = torch.unique(labels, return_inverse=True)
-    size = getattr(model, "input_size", 128)
     if head is None:
         torch.manual_seed(seed)
         embedding_dim = getattr(model, "embedding_dim", 512)
         head = MarginHead(embedding_dim, len(classes), loss=loss, s=s, m=m)
     elif head.num_classes != len(classes):
         raise ValueError(f"fit: the head has {head.num_classes} classes but the labels hold {len(classes)} identities.")
-    cuda = device.type == "cuda"
-    model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+    model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
     head.to(device)
 
-    default_lr, default_wd = OPTIMIZERS[optimizer]
-    params = list(model.parameters()) + list(head.parameters())
-    lr = default_lr if lr is None else lr
-    wd = default_wd if weight_decay is None else weight_decay
-    opt = (torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd) if optimizer == "sgd"
-           else torch.optim.AdamW(params, lr=lr, weight_decay=wd))
     steps = len(_batches(len(images), batch_size, torch.Generator()))
-    total = steps * epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _lr_factor(k, total, max(1, round(warmup * total))))
-
+    opt, sched = _optimizer(list(model.parameters()) + list(head.parameters()), optimizer, lr, weight_decay,
+                            total=steps * epochs, warmup=warmup)
     history: History = {k: [] for k in ("epoch", "loss", "train_accuracy", "lr", "images_per_s", "seconds",
                                         "verification")}
     start = 0
@@ -149,52 +142,20 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: s
         history = {k: list(v) for k, v in resume["history"].items()}
         start = int(resume["epoch"])
 
-    # bfloat16 has float32's range, so unlike float16 it needs no loss scaling.
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
     for epoch in range(start + 1, epochs + 1):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         torch.manual_seed(seed * 1_000_003 + epoch)  # dropout: the same per epoch, resumed or not
-        model.train()
-        head.train()
         batches = _batches(len(images), batch_size, generator)
         bar = _progress(sum(len(b) for b in batches), f"epoch {epoch}/{epochs}", progress)
-        loss_sum, correct, seen, tic = 0.0, 0, 0, time.perf_counter()
-        for index in batches:
-            x = preprocess(images[index].to(device, non_blocking=True), size=size)
-            if flip:
-                mirror = (torch.rand(len(index), generator=generator) < 0.5).to(device)
-                x = torch.where(mirror[:, None, None, None], x.flip(3), x)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = targets[index].to(device)
-            with autocast():
-                embeddings = model(x)
-            batch_loss = head(embeddings, y)
-            opt.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            opt.step()
-            sched.step()
-            value = float(batch_loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"fit: the loss became {value} in epoch {epoch}; lower the learning rate "
-                                         f"(now {opt.param_groups[0]['lr']:.3g}) or the scale s.")
-            with torch.no_grad():
-                correct += int((head.logits(embeddings.detach()).argmax(1) == y).sum())
-            loss_sum += value * len(index)
-            seen += len(index)
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-                bar.update(len(index))
-        if cuda:
-            torch.cuda.synchronize()
+        tic = time.perf_counter()
+        mean_loss, accuracy = _train_epoch(model, head, opt, sched, images, targets, batches, flip=flip,
+                                           generator=generator, device=device, bar=bar)
         seconds = time.perf_counter() - tic
-        if bar is not None:
-            bar.close()
         history["epoch"].append(epoch)
-        history["loss"].append(loss_sum / seen)
-        history["train_accuracy"].append(correct / seen)
+        history["loss"].append(mean_loss)
+        history["train_accuracy"].append(accuracy)
         history["lr"].append(opt.param_groups[0]["lr"])
-        history["images_per_s"].append(seen / seconds)
+        history["images_per_s"].append(sum(len(b) for b in batches) / seconds)
         history["seconds"].append(seconds)
         history["verification"].append(None if val is None else evaluate(model, *val))
         if on_epoch_end is not None:
@@ -204,10 +165,67 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: s
     return history
 
 
+def _optimizer(params: List[nn.Parameter], name: str, lr: Optional[float], weight_decay: Optional[float],
+               total: int, warmup: float) -> Tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimizer (defaults from :data:`OPTIMIZERS`) and its per-step warm-up + cosine schedule."""
+    default_lr, default_wd = OPTIMIZERS[name]
+    lr = default_lr if lr is None else lr
+    wd = default_wd if weight_decay is None else weight_decay
+    opt = (torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd) if name == "sgd"
+           else torch.optim.AdamW(params, lr=lr, weight_decay=wd))
+    warmup_steps = max(1, round(warmup * total))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _lr_factor(k, total, warmup_steps))
+
+
+def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LambdaLR, images: torch.Tensor, targets: torch.Tensor,
+                 batches: List[torch.Tensor], *, flip: bool, generator: torch.Generator, device: torch.device,
+                 bar: Optional[Any]) -> Tuple[float, float]:
+    """One pass over ``batches``; returns the mean loss and the (margin-free) training accuracy."""
+    cuda = device.type == "cuda"
+    size = getattr(model, "input_size", 128)
+    # bfloat16 keeps float32's exponent range, so unlike float16 it needs no loss scaling.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    model.train()
+    head.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for index in batches:
+        x = preprocess(images[index].to(device), size=size)  # (B, 1, size, size) in [-1, 1]
+        if flip:
+            mirror = (torch.rand(len(index), generator=generator) < 0.5).to(device)
+            x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = targets[index].to(device)
+        with autocast:
+            embeddings = model(x)  # (B, D)
+        batch_loss = head(embeddings, y)  # float32 whatever the autocast
+        opt.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        opt.step()
+        sched.step()
+        value = float(batch_loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"fit: the loss became {value}; lower the learning rate (now "
+                                     f"{opt.param_groups[0]['lr']:.3g}) or the scale s.")
+        with torch.no_grad():
+            correct += int((head.logits(embeddings.detach()).argmax(1) == y).sum())
+        loss_sum += value * len(index)
+        seen += len(index)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+            bar.update(len(index))
+    if cuda:
+        torch.cuda.synchronize()  # the epoch's time must include the queued GPU work
+    if bar is not None:
+        bar.close()
+    return loss_sum / seen, correct / seen
+
+
 def _progress(total: int, desc: str, enabled: bool) -> Optional[Any]:
     """A tqdm bar counting images (so its rate reads in images per second), or ``None`` when disabled."""
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: tqdm.auto would want ipywidgets inside notebooks
 
     return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
