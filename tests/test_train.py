@@ -142,16 +142,17 @@ def _bad_inputs(tmp_path: Path):
         (["--synthetic", "4,4", "--arch", "resnet50"], ["--arch", "small"]),
         (["--synthetic", "4,4", "--size", "40"], ["--size", "multiple of 16"]),
         (["--synthetic", "4,4", "--loss", "softmax", "--margin", "0.3"], ["--margin", "softmax"]),
+        (["--synthetic", "4,4", "--val", "3,1"], ["--val", "2 images per"]),
         (["--synthetic", "4,4", "--out", done], ["already holds a run", "--resume"]),
         (["--synthetic", "4,4", "--resume"], ["--resume", "no run to resume"]),
-    ]
+    ] + ([] if torch.cuda.is_available() else [(["--synthetic", "4,4", "--device", "cuda"], ["--device cuda"])])
 
 
 def test_every_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     for argv, words in _bad_inputs(tmp_path):
         out = tmp_path / "out"
         argv = argv if "--out" in argv else [*argv, "--out", out]
-        status, stdout, err = _run(train_main, [*argv, "--threads", "1", "--device", "cpu", "--no-progress"], capsys)
+        status, stdout, err = _run(train_main, ["--threads", "1", "--device", "cpu", "--no-progress", *argv], capsys)
         assert status == 2, (argv, err)
         assert err.count("\n") == 1 and err.startswith("arcface-train: ") and "Traceback" not in err, err
         assert all(w in err for w in words), (words, err)

@@ -89,6 +89,14 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
                              "stops getting faster beyond a few, and on a shared machine each one slows the others)")
 
 
+def device_flag(name: str) -> torch.device:
+    """The device ``--device name`` asks for, or a :class:`UsageError` when this machine lacks it."""
+    try:
+        return pick_device(name)
+    except ValueError:
+        raise UsageError(f"--device {name}: not available on this machine; use --device auto or cpu.") from None
+
+
 def build_model(arch: str, size: int) -> ResNetArcFace:
     """The network ``arch`` at input side ``size`` (``resnet_arcface18`` is GFPGAN's configuration)."""
     try:
@@ -204,6 +212,9 @@ def _train_config(args: argparse.Namespace) -> Dict[str, Any]:
         raise UsageError("--scale/--margin: the softmax loss has neither; drop them or choose --loss arcface/cosface.")
     if args.loss == "arcface" and args.margin is not None and args.margin >= math.pi / 2:
         raise UsageError(f"--margin {args.margin}: ArcFace's margin is an angle in radians below pi/2; try 0.5.")
+    if args.synthetic and args.val[1] < 2:
+        raise UsageError(f"--val {args.val[0]},{args.val[1]}: verification needs at least 2 images per held-out "
+                         f"identity (genuine pairs); try --val 100,10.")
     if args.data is not None and not 0 <= args.val_fraction < 1:
         raise UsageError(f"--val-fraction {args.val_fraction}: expected a fraction in [0, 1), e.g. 0.2.")
     data = ({"synthetic": list(args.synthetic), "val": list(args.val)} if args.synthetic
@@ -240,13 +251,17 @@ def _resume_state(out: Path, config: Dict[str, Any], epochs: int) -> Dict[str, A
     if not (out / "checkpoint.pt").is_file() or not (out / "metrics.json").is_file():
         raise UsageError(f"--resume: {out} holds no run to resume (checkpoint.pt and metrics.json); drop --resume "
                          f"to start one.")
-    saved = json.loads((out / "metrics.json").read_text())["config"]
+    try:
+        saved = json.loads((out / "metrics.json").read_text())["config"]
+        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
+        raise UsageError(f"--resume: cannot read the run in {out} ({type(err).__name__}); start afresh with "
+                         f"another --out.") from None
     for key, value in config.items():
         if saved.get(key) != value:
             flag = "--" + key.replace("_", "-")
             raise UsageError(f"--resume: {flag} differs from the run in {out} ({json.dumps(value)} here, "
                              f"{json.dumps(saved.get(key))} there); repeat that run's flags or choose another --out.")
-    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     if state["epoch"] >= epochs:
         raise UsageError(f"--epochs {epochs}: the run in {out} has already trained {state['epoch']} epochs; pass a "
                          f"larger --epochs to train longer.")
@@ -282,7 +297,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
                                  f"it, or choose another --out.")
             if out.exists() and not out.is_dir():
                 raise UsageError(f"--out {out} is a file; give a folder path.")
-        device = pick_device(args.device)
+        device = device_flag(args.device)
         torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
         model = build_model(args.arch, args.size)
@@ -371,7 +386,7 @@ def verify_main(argv: Optional[Sequence[str]] = None) -> int:
     prog = "arcface-verify"
     try:
         model, train_seed = _verify_setup(args)
-        device = pick_device(args.device)
+        device = device_flag(args.device)
         torch.set_num_threads(args.threads)
         if args.synthetic:
             from .faces import synthetic_faces
