@@ -198,7 +198,8 @@ def identity_loss(model: nn.Module, output: torch.Tensor, target: torch.Tensor, 
     :func:`resnet_arcface.preprocess`); the target's embedding is computed without a graph (GFPGAN detaches
     it: only the restored image is pushed towards the real one); the loss is the mean absolute difference of
     the *raw* embeddings (not normalised: GFPGAN uses the BatchNorm-ed output of ``bn5`` as it is), times
-    ``weight`` (``identity_weight: 10`` in GFPGAN's training options).
+    ``weight`` (``identity_weight: 10`` in GFPGAN's training options). The only difference is rounding:
+    ``preprocess`` maps [-1, 1] onto itself as ``(x + 1) / 2 * 2 - 1``, which can change a value's last bit.
 
     The network must be in eval mode: in train mode BatchNorm would normalise with the batch's own
     statistics, so one image's loss would depend on the other images in the batch (and Dropout would add
