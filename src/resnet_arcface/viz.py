@@ -166,7 +166,7 @@ def shape_trace(module: nn.Module, x: torch.Tensor,
 _SHORT = {"Conv2d": "conv", "BatchNorm2d": "BN", "BatchNorm1d": "BN", "PReLU": "PReLU", "ReLU": "ReLU",
           "MaxPool2d": "maxpool", "Dropout": "Dropout", "Linear": "FC"}
 #: The chapter that builds each block, for the figure's notes.
-_CHAPTER = {"BasicBlock": "ch. 2", "Bottleneck": "ch. 3", "IRBlock": "ch. 4-5"}
+_CHAPTER = {"BasicBlock": "ch. 2", "Bottleneck": "ch. 3", "IRBlock": "ch. 2-5"}
 
 
 def _layer_names(model: nn.Module, names: Sequence[str]) -> str:
