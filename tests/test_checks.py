@@ -7,6 +7,7 @@ Two kinds of evidence:
 * the package's own components and an independent from-scratch implementation (below,
   written without the package and in a slightly different style) pass and print one line.
 """
+import math
 import re
 import sys
 from pathlib import Path
@@ -18,8 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import resnet_arcface as ra
-from resnet_arcface.checks import (EXERCISES, CheckFailed, check_basic_block, check_bottleneck, check_conv3x3,
-                                   check_ir_block, check_resnet_arcface, check_se_block)
+from resnet_arcface.inference import fold_conv_bn
+from resnet_arcface.losses import arcface_logits, identity_loss
+from resnet_arcface.verify import tar_at_far
+from resnet_arcface.checks import (EXERCISES, CheckFailed, check_arcface_logits, check_basic_block, check_bottleneck,
+                                   check_conv3x3, check_fold_conv_bn, check_identity_loss, check_ir_block,
+                                   check_resnet_arcface, check_se_block, check_tar_at_far)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mutants import MUTANTS  # noqa: E402
@@ -151,13 +156,52 @@ class ScratchResNetArcFace(nn.Module):
         return self.bn5(self.fc5(x))
 
 
+def scratch_arcface_logits(cosine, labels, s=64.0, m=0.5):
+    sin = torch.sqrt((1 - cosine ** 2).clamp(min=1e-9))
+    phi = torch.where(cosine > math.cos(math.pi - m), cosine * math.cos(m) - sin * math.sin(m),
+                      cosine - math.sin(math.pi - m) * m)
+    one_hot = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
+    return s * (one_hot * phi + (1 - one_hot) * cosine)
+
+
+def scratch_tar_at_far(scores, same, far):
+    """Accept score > the (k+1)-th highest impostor score, k = floor(far * impostors)."""
+    impostors = scores[~same].sort(descending=True).values
+    return (scores[same] > impostors[int(far * len(impostors))]).double().mean().item()
+
+
+def scratch_identity_loss(model, output, target, weight=10.0):
+    luma = torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)
+
+    def embed(x):
+        gray = (x * luma).sum(1, keepdim=True)
+        return model(F.interpolate(gray, size=(model.input_size,) * 2, mode="bilinear", align_corners=False))
+    with torch.no_grad():
+        e_target = embed(target)
+    return weight * (embed(output) - e_target).abs().mean()
+
+
+def scratch_fold_conv_bn(conv, bn):
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True)
+    with torch.no_grad():
+        folded.weight.copy_(conv.weight * scale[:, None, None, None])
+        folded.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return folded
+
+
 CORRECT = [
     ("conv3x3", scratch_conv3x3), ("basic_block", ScratchBasicBlock), ("bottleneck", ScratchBottleneck),
     ("se_block", ScratchSEBlock), ("ir_block", ScratchIRBlock), ("resnet_arcface", ScratchResNetArcFace),
+    ("arcface_logits", scratch_arcface_logits), ("tar_at_far", scratch_tar_at_far),
+    ("identity_loss", scratch_identity_loss), ("fold_conv_bn", scratch_fold_conv_bn),
 ]
 #: The package's own answers: they pass every comparison and are then rejected, because reuse is checked last.
 REFERENCES = [("conv3x3", ra.conv3x3), ("basic_block", ra.BasicBlock), ("bottleneck", ra.Bottleneck),
-              ("se_block", ra.SEBlock), ("ir_block", ra.IRBlock), ("resnet_arcface", ra.ResNetArcFace)]
+              ("se_block", ra.SEBlock), ("ir_block", ra.IRBlock), ("resnet_arcface", ra.ResNetArcFace),
+              ("arcface_logits", arcface_logits), ("tar_at_far", tar_at_far), ("identity_loss", identity_loss),
+              ("fold_conv_bn", fold_conv_bn)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +302,21 @@ def test_there_is_a_mutant_for_every_listed_mistake():
         "missing dropout": ("resnet_arcface", "dropout missing"),
         "missing bn5": ("resnet_arcface", "bn5 missing"),
         "default init": ("resnet_arcface", "initialisation differs"),
+        "margin on every class": ("arcface_logits", "margin added to every class"),
+        "margin on cos": ("arcface_logits", "margin added to cos(theta) instead of theta"),
+        "s twice": ("arcface_logits", "s applied twice"), "s missing": ("arcface_logits", "s not applied"),
+        "NaN gradient at cos = 1": ("arcface_logits", "NaN gradient at cos = 1"),
+        "labels ignored": ("arcface_logits", "labels ignored"),
+        "FAR on same pairs": ("tar_at_far", "FAR computed on the same (genuine) pairs"),
+        "threshold reversed": ("tar_at_far", "threshold direction reversed"),
+        ">= vs >": ("tar_at_far", "off by one (>= vs >)"),
+        "target not detached": ("identity_loss", "target not detached"),
+        "train mode": ("identity_loss", "model in train mode"), "MSE": ("identity_loss", "MSE instead of L1"),
+        "weight missing": ("identity_loss", "weight missing"), "RGB": ("identity_loss", "RGB not converted to gray"),
+        "not resized": ("identity_loss", "not resized"), "BN bias": ("fold_conv_bn", "forgot the BN bias"),
+        "running mean": ("fold_conv_bn", "forgot the running mean"),
+        "var for std": ("fold_conv_bn", "used var instead of sqrt(var + eps)"), "eps": ("fold_conv_bn", "eps missing"),
+        "input axis": ("fold_conv_bn", "scaled the input-channel axis instead of the output axis"),
         "BasicBlock final ReLU": ("basic_block", "no activation after the addition"),
         "Bottleneck expansion": ("bottleneck", "expansion is 1"),
         "no residual": ("bottleneck", "no residual"),
@@ -278,9 +337,13 @@ def test_messages_of_one_exercise_are_distinct():
 def test_registry_matches_the_chapters():
     assert {k: v[0] for k, v in EXERCISES.items()} == {
         "conv3x3": "my_conv3x3", "basic_block": "MyBasicBlock", "bottleneck": "MyBottleneck",
-        "se_block": "MySEBlock", "ir_block": "MyIRBlock", "resnet_arcface": "MyResNetArcFace"}
+        "se_block": "MySEBlock", "ir_block": "MyIRBlock", "resnet_arcface": "MyResNetArcFace",
+        "arcface_logits": "my_arcface_logits", "tar_at_far": "my_tar_at_far", "identity_loss": "my_identity_loss",
+        "fold_conv_bn": "my_fold_conv_bn"}
     assert [v[1] for v in EXERCISES.values()] == [check_conv3x3, check_basic_block, check_bottleneck,
-                                                   check_se_block, check_ir_block, check_resnet_arcface]
+                                                   check_se_block, check_ir_block, check_resnet_arcface,
+                                                   check_arcface_logits, check_tar_at_far, check_identity_loss,
+                                                   check_fold_conv_bn]
 
 
 class _NoArguments(nn.Module):

@@ -15,8 +15,8 @@ from .se import SEBlock
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (ResNet-18/34's block).
 
-    ``out = relu(bn2(conv2(relu(bn1(conv1(x))))) + identity)`` where ``identity``
-    is ``x`` or ``downsample(x)`` when the shape changes.
+    ``out = relu(bn2(conv2(relu(bn1(conv1(x))))) + residual)`` where ``residual``
+    is ``x``, or ``downsample(x)`` when the shape changes.
 
     Args:
         inplanes: Channel number of inputs.

@@ -1,30 +1,15 @@
-"""Self-checks for the book's "implement it yourself" exercises.
+"""Self-checks for the book's "implement it yourself" exercises: ``check_ir_block(MyIRBlock)`` and the like.
 
-A chapter's exercise has the reader write one component under a fixed name and call its check::
-
-    from resnet_arcface.checks import check_ir_block
-    check_ir_block(MyIRBlock)
-
-A check builds the learner's component and the package's reference (the single source of truth) under a few
-configurations (:class:`Case`) and compares, in this order:
-
-1. **Structure**: submodule names (they are the state_dict keys a pretrained checkpoint needs), module types
-   (PReLU vs ReLU, BatchNorm2d vs BatchNorm1d), channel counts and layer settings (convolution bias, stride,
-   padding, BatchNorm eps and momentum, dropout p); key and shape differences left over are worded by
-   :func:`resnet_arcface.checkpoint.describe_mismatch`.
-2. **Initialisation** (the whole network only): the statistics of a fresh model.
-3. **Behaviour on the same weights**: the reference's weights, with BatchNorm statistics and PReLU slopes
-   randomised so that their mistakes show, are loaded into the learner's module; outputs in eval and train
-   mode (same seed, so dropout draws the same mask), every parameter's gradient and the BatchNorm running
-   statistics are compared with :func:`torch.testing.assert_close`.
-4. **Reuse**: the object must not be, subclass or call the package's own answer (checked last, so a wrong
-   subclass is first told what is wrong with it).
-
-Functions (chapters 7-10) are compared on outputs and input gradients in the same way. When an output
-differs, the check reproduces the component's known mistakes (:class:`Mistake`) on the reference and names
-the one that matches. Any difference raises :class:`CheckFailed` naming the configuration, the problem and
-a hint; on success a check prints one line and returns None. The wording of hints is data
-(``Exercise.hints``), looked up by submodule name.
+A check compares the learner's component with the package's own (the single source of truth) under a few
+configurations (:class:`Case`): for a module, its structure (submodule names, which are the state_dict keys a
+checkpoint needs; types; channels; settings such as bias, stride, padding, eps, p), a fresh network's
+initialisation, and then, on the reference's weights (BatchNorm statistics and PReLU slopes randomised so that
+their mistakes show), outputs in eval and train mode, every parameter's gradient and the BatchNorm running
+statistics; for a function, its outputs and the gradients of its arguments. Tensors are compared with
+:func:`torch.testing.assert_close`. When an output differs, the component's known mistakes (:class:`Mistake`)
+are reproduced on the reference to name the one that matches. Last, the learner's object must not be, subclass
+or call the package's answer. Any difference raises :class:`CheckFailed` (configuration, problem, evidence,
+hint); success prints one line. Wording lives in each :class:`Exercise`'s table of hints.
 """
 from __future__ import annotations
 
@@ -44,11 +29,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .blocks import BasicBlock, Bottleneck, IRBlock
 from .checkpoint import describe_mismatch
 from .conv import conv3x3
+from .data import preprocess
+from .inference import fold_conv_bn
+from .losses import arcface_logits, cosface_logits, identity_loss
 from .model import ResNetArcFace
 from .se import SEBlock
+from .verify import roc, tar_at_far
 
-__all__ = ["CheckFailed", "Case", "Mistake", "Exercise", "check_conv3x3", "check_basic_block", "check_bottleneck",
-           "check_se_block", "check_ir_block", "check_resnet_arcface", "EXERCISES"]
+__all__ = ["CheckFailed", "Case", "Mistake", "Exercise", "run_check", "run_function_check", "check_conv3x3",
+           "check_basic_block", "check_bottleneck", "check_se_block", "check_ir_block", "check_resnet_arcface",
+           "check_arcface_logits", "check_tar_at_far", "check_identity_loss", "check_fold_conv_bn", "EXERCISES"]
 
 SEED = 0
 #: Outputs must agree to ``rtol`` elementwise and ``atol * max|reference|``; gradients to ``GRAD_RTOL``.
@@ -105,6 +95,7 @@ class Case:
     train: bool = True  # also compare train mode (modules)
     grads: bool = True  # and, in train mode, the gradients
     eval_batch: Optional[int] = None  # compare eval mode on the first samples only (saves time)
+    finite_only: bool = False  # a function's edge case: outputs and gradients need only be finite
 
 
 @dataclass
@@ -137,9 +128,7 @@ class _Ctx:
         raise CheckFailed(self.ex.check, self.config, problem, hint, details) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
+# --- Helpers -------------------------------------------------------------------------------------------------------
 
 def _summarise(exc: BaseException) -> str:
     """``'RuntimeError: first line of the message'``, shortened."""
@@ -157,7 +146,8 @@ def _difference(got: Any, ref: torch.Tensor, rtol: float = RTOL) -> str:
                                    check_dtype=False, check_device=False)
         return ""
     except AssertionError as err:
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.startswith(("Mismatched", "Greatest absolute"))]
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.startswith(("Mismatched", "Greatest absolute",
+                                                                              "Expected", "Absolute difference"))]
         return "; ".join(lines) + f" (reference values up to {scale:.3g})"
 
 
@@ -214,9 +204,7 @@ NOT_IMPLEMENTED = ("Replace `raise NotImplementedError` in the exercise cell wit
                    "run this check again.")
 
 
-# ---------------------------------------------------------------------------------------------
-# Structure: names, types, channels and settings
-# ---------------------------------------------------------------------------------------------
+# --- Structure: names, types, channels and settings ----------------------------------------------------------------
 
 _RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.GELU, nn.SiLU)
 #: The settings compared per layer type; any difference reads "{name}: {setting} is {yours} but should be {ref}".
@@ -358,9 +346,7 @@ def _structure(ctx: _Ctx, ref: nn.Module, got: nn.Module) -> List[Tuple[str, str
     return soft
 
 
-# ---------------------------------------------------------------------------------------------
-# Behaviour: the same weights, the same input, eval and train mode, gradients
-# ---------------------------------------------------------------------------------------------
+# --- Behaviour: the same weights, the same input, eval and train mode, gradients -----------------------------------
 
 def _randomise(module: nn.Module) -> Dict[str, torch.Tensor]:
     """Random BatchNorm statistics and affines, PReLU slopes and Linear biases (a fresh BatchNorm is the identity
@@ -522,9 +508,7 @@ def _behaviour(ctx: _Ctx, case: Case, ref: nn.Module, got: nn.Module, soft: List
                          "torch.no_grad()), or does an in-place operation change a tensor autograd still needs?")
 
 
-# ---------------------------------------------------------------------------------------------
-# Initialisation (the whole network)
-# ---------------------------------------------------------------------------------------------
+# --- Initialisation (the whole network) ----------------------------------------------------------------------------
 
 def _check_init(ctx: _Ctx, model: nn.Module) -> None:
     """A fresh model's statistics against the reference's init: Xavier-normal (std ``sqrt(2 / (fan_in +
@@ -562,9 +546,7 @@ def _check_init(ctx: _Ctx, model: nn.Module) -> None:
                  notes + problems[1:4])
 
 
-# ---------------------------------------------------------------------------------------------
-# The engine every check shares
-# ---------------------------------------------------------------------------------------------
+# --- The engine every check shares ---------------------------------------------------------------------------------
 
 @contextmanager
 def _watch(reference: Any, seen: List[str]) -> Iterator[None]:
@@ -662,9 +644,7 @@ def run_check(ex: Exercise, obj: Any, cases: Sequence[Case], want_class: bool = 
     print(f"{ex.check}: all {len(cases)} configurations match the reference ({ex.what}) {_tick()}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Chapter 1: conv3x3
-# ---------------------------------------------------------------------------------------------
+# --- Chapter 1: conv3x3 --------------------------------------------------------------------------------------------
 
 _CONV = Exercise("check_conv3x3", conv3x3, "(inplanes, outplanes, stride=1) -> nn.Conv2d", root="the convolution",
                  causes=("return nn.Conv2d(inplanes, outplanes, kernel_size=3, stride=stride, padding=1, bias=False)",))
@@ -678,9 +658,7 @@ def check_conv3x3(fn: Callable[..., nn.Module]) -> None:
                                _input(2, a[0], 9, 9)) for a in configs], want_class=False)
 
 
-# ---------------------------------------------------------------------------------------------
-# Chapters 2, 3 and 5: the residual blocks, one table
-# ---------------------------------------------------------------------------------------------
+# --- Chapters 2, 3 and 5: the residual blocks, one table -----------------------------------------------------------
 
 def _block_forward(m: nn.Module, x: torch.Tensor, steps: Sequence[str], after: Sequence[str]) -> torch.Tensor:
     """A block's forward spelled as data: the branch's ``steps`` (attribute names), then ``after`` ("add" adds
@@ -803,9 +781,7 @@ def check_ir_block(cls: type) -> None:
     _check_block("ir_block", cls)
 
 
-# ---------------------------------------------------------------------------------------------
-# Chapter 4: SEBlock
-# ---------------------------------------------------------------------------------------------
+# --- Chapter 4: SEBlock --------------------------------------------------------------------------------------------
 
 _SE = Exercise(
     "check_se_block", SEBlock, "(channel, reduction=16)",
@@ -829,9 +805,7 @@ def check_se_block(cls: type) -> None:
                               _input(4, a[0], 6, 6)) for a in configs])
 
 
-# ---------------------------------------------------------------------------------------------
-# Chapter 6: the whole network
-# ---------------------------------------------------------------------------------------------
+# --- Chapter 6: the whole network ----------------------------------------------------------------------------------
 
 def _model_forward(m: nn.Module, x: torch.Tensor, stem: bool = True, head: Sequence[str] = ("bn4", "dropout")
                    ) -> torch.Tensor:
@@ -866,7 +840,7 @@ _MODEL = Exercise(
      "maxpool": "MaxPool2d(2, 2) at the end of the stem halves 128x128 to 64x64",
      "stride": "Each of layer2..layer4 halves the resolution in its first block."},
     lambda g, r: "The network returns a (N, 512) embedding: bn5(fc5(flatten(dropout(bn4(x))))).",
-    check_init=True, what="structure, initialisation, eval/train outputs and gradients on the smallest")
+    check_init=True, what="structure, initialisation, eval/train outputs and gradients")
 
 
 def check_resnet_arcface(cls: type) -> None:
@@ -889,6 +863,290 @@ def check_resnet_arcface(cls: type) -> None:
                             for a, k, modes in configs])
 
 
+# --- Chapters 7-10: functions, compared on outputs and input gradients ---------------------------------------------
+
+def run_function_check(ex: Exercise, fn: Callable[..., Any], cases: Sequence[Case],
+                       convert: Callable[[Any, Tuple], Any] = lambda out, args: out) -> None:
+    """Compare the learner's function ``fn`` with ``ex.reference`` on every case (``make_input`` returns
+    ``(args, kwargs)``, fresh each call): outputs (through ``convert``), then the gradient of every argument that
+    requires one. ``ex.hints`` may word errors (``"error:<text in the message>"``) and gradients
+    (``"grad:<argument>"``, ``"grad:nan"``). Raises :class:`CheckFailed`; prints one line on success."""
+    label, names = _label(fn), list(inspect.signature(ex.reference).parameters)
+    _validate(_Ctx(ex, label, label), fn, want_class=False)
+    with torch.random.fork_rng(devices=[]):
+        for case in cases:
+            ctx = _Ctx(ex, case.config, label)
+            (ra, rk), (ga, gk) = case.make_input(), case.make_input()
+            torch.manual_seed(SEED + 1)
+            ref = convert(ex.reference(*ra, **rk), ra)
+            try:
+                torch.manual_seed(SEED + 1)
+                got = convert(fn(*ga, **gk), ga)
+            except NotImplementedError:
+                ctx.fail(f"{label} is not implemented yet: it raised NotImplementedError", NOT_IMPLEMENTED)
+            except Exception as exc:
+                known = [v for k, v in ex.hints.items() if k.startswith("error:") and k[6:] in str(exc)]
+                ctx.fail(known[0] if known else f"your function raised {_summarise(exc)}",
+                         f"It must accept {ex.signature}.", [f"raised {_summarise(exc)}"] if known else [])
+            problem = ex.shape_hint(ga, ra)  # for a function: what the call did to its arguments
+            if problem:
+                ctx.fail(problem)
+            if not isinstance(got, torch.Tensor):
+                ctx.fail(f"{case.config} returned {type(got).__name__}, not what {ex.signature} returns",
+                         "Did you forget `return`?" if got is None else "")
+            diff = _difference(got, ref)
+            if diff and not case.finite_only:
+                for mistake in ex.mistakes:
+                    try:
+                        (ma, mk) = case.make_input()
+                        torch.manual_seed(SEED + 1)
+                        if mistake.applies(ma) and not _difference(got, convert(mistake.forward(*ma, **mk), ma)):
+                            ctx.fail(mistake.message, "", [f"your output differs from the reference's: {diff}"])
+                    except CheckFailed:
+                        raise
+                    except Exception:  # a mistake that cannot run on this case simply does not match
+                        pass
+                ctx.fail("the output differs from the reference's", "Likely causes: " + "; ".join(ex.causes) + ".",
+                         [diff])
+            if not torch.isfinite(got).all():
+                ctx.fail("the output is not finite (NaN or inf)", ex.hints.get("grad:nan", ""))
+            if case.grads and got.requires_grad:
+                proj = torch.randn(ref.shape, generator=torch.Generator().manual_seed(SEED + 3), dtype=ref.dtype)
+                (ref * proj).sum().backward() if ref.requires_grad else None
+                (got * proj.to(got.dtype)).sum().backward()
+                for i, (r, g) in enumerate(zip(ra, ga)):
+                    if not (isinstance(g, torch.Tensor) and g.requires_grad):
+                        continue
+                    if g.grad is not None and not torch.isfinite(g.grad).all():
+                        ctx.fail(ex.hints.get("grad:nan", f"the gradient of {names[i]} is not finite (NaN or inf)"))
+                    if (r.grad is None or not r.grad.any()) and g.grad is not None and g.grad.any():
+                        ctx.fail(ex.hints.get(f"grad:{names[i]}", f"a gradient flows into {names[i]}; the "
+                                 "reference's does not"))
+                    if r.grad is not None and r.grad.any() and (g.grad is None or (
+                            not case.finite_only and _difference(g.grad, r.grad, GRAD_RTOL))):
+                        ctx.fail(f"no gradient reaches {names[i]}" if g.grad is None else f"the gradient of "
+                                 f"{names[i]} differs ({_difference(g.grad, r.grad, GRAD_RTOL)}) although the "
+                                 "outputs match", "Is part of the computation detached (.detach(), .data, "
+                                 "torch.no_grad()) or done outside autograd (.item(), numpy)?")
+    first = cases[0]
+    _reject_reuse(_Ctx(ex, first.config, label), fn, lambda: fn(*first.make_input()[0], **first.make_input()[1]))
+    print(f"{ex.check}: all {len(cases)} configurations match the reference ({ex.what}) {_tick()}")
+
+
+def _one_hot(cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.one_hot(labels, cosine.shape[1]).bool()
+
+
+_ARCFACE = Exercise(
+    "check_arcface_logits", arcface_logits, "(cosine, labels, s=64.0, m=0.5) -> logits",
+    (Mistake("margin added to every class: your logits equal s * cos(theta + m) in every column; ArcFace adds the "
+             "margin to the target class's angle only (the column labels[i] of row i)",
+             lambda c, l, s=64.0, m=0.5: torch.stack([arcface_logits(c, torch.full_like(l, j), s, m)[:, j]
+                                                      for j in range(c.shape[1])], 1)),
+     Mistake("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) - m) (CosFace's margin) "
+             "at the target; ArcFace computes s * cos(theta + m)", lambda c, l, s=64.0, m=0.5: cosface_logits(c, l, s, m)),
+     Mistake("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) + m) at the target; "
+             "ArcFace computes s * cos(theta + m)", lambda c, l, s=64.0, m=0.5: cosface_logits(c, l, s, -m)),
+     Mistake("s applied twice: your logits equal the reference's times s", lambda c, l, s=64.0, m=0.5:
+             arcface_logits(c, l, s, m) * s),
+     Mistake("s not applied: your logits equal the reference's divided by s (multiply by s once, after the margin)",
+             lambda c, l, s=64.0, m=0.5: arcface_logits(c, l, s, m) / s),
+     Mistake("s ignored: your logits equal the reference's with s=64 whatever the call passes",
+             lambda c, l, s=64.0, m=0.5: arcface_logits(c, l, 64.0, m)),
+     Mistake("m ignored: your logits equal the reference's with m=0.5 whatever the call passes",
+             lambda c, l, s=64.0, m=0.5: arcface_logits(c, l, s, 0.5)),
+     Mistake("labels ignored: your margin lands on each row's largest cosine, not on the column labels[i]",
+             lambda c, l, s=64.0, m=0.5: arcface_logits(c, c.argmax(1), s, m)),
+     Mistake("labels ignored: your margin lands on column 0, not on the column labels[i]",
+             lambda c, l, s=64.0, m=0.5: arcface_logits(c, torch.zeros_like(l), s, m)),
+     Mistake("cos(theta + m) used past theta = pi - m: there it grows again as theta grows; the reference switches to "
+             "cos(theta) - m sin(m) when cos(theta) <= cos(pi - m) (see the chapter)",
+             lambda c, l, s=64.0, m=0.5: s * torch.where(_one_hot(c, l), torch.cos(torch.acos(c.clamp(-1, 1)) + m), c))),
+    ("the margin belongs to the target's angle: cos(theta + m) = cos(theta) cos(m) - sin(theta) sin(m)",
+     "every logit is scaled by s once"),
+    {"grad:nan": "NaN gradient at cos = 1: the derivative of acos (and of sqrt(1 - cos^2)) is infinite at cos = +-1; "
+                 "clamp 1 - cos^2 away from 0 (or cos into [-1 + eps, 1 - eps]) before the square root or acos"},
+    what="logits and their gradients, including cos = +-1")
+
+
+def check_arcface_logits(fn: Callable[..., torch.Tensor]) -> None:
+    """Check a learner's ``arcface_logits(cosine, labels, s=64.0, m=0.5)`` (``my_arcface_logits``, chapter 7)
+    against :func:`resnet_arcface.losses.arcface_logits`: logits and gradients on random cosines (some past the
+    threshold pi - m), with other ``s`` and ``m``, and finite gradients at cos = +-1 exactly."""
+    def make(n: int, c: int, kw: Dict[str, float], edge: bool = False) -> Callable[[], Tuple]:
+        def inputs() -> Tuple:
+            g = torch.Generator().manual_seed(SEED + n)
+            cos = torch.rand(n, c, generator=g, dtype=torch.float64) * 1.9 - 0.95
+            labels = (cos.argmax(1) + 1 + torch.arange(n) % (c - 1)) % c  # never the row's largest cosine
+            cos[0, labels[0]] = -0.97  # past the threshold cos(pi - m)
+            if edge:
+                cos[torch.arange(n), labels] = torch.tensor([1.0, -1.0]).repeat(n)[:n].to(cos)
+            return (cos.requires_grad_(), labels), dict(kw)
+        return inputs
+    configs = [(6, 5, {}, False), (8, 7, {"s": 30.0, "m": 0.3}, False), (4, 3, {}, True)]
+    run_function_check(_ARCFACE, fn, [Case(_call_text(_label(fn), [f"cosine ({n}, {c})" + (" with +-1" if e else
+                                                                                          ""), "labels"], kw).replace("'", ""),
+                                           None, None, make(n, c, kw, e), finite_only=e) for n, c, kw, e in configs])
+
+
+def _roc_step(scores: torch.Tensor, same: torch.Tensor, far: float, step: int, on_same: bool = False) -> float:
+    """TAR at the ROC point ``step`` points past the reference's (or with FAR measured on the genuine pairs)."""
+    fars, tars, _ = roc(scores, same)
+    k = int(torch.nonzero((tars if on_same else fars) <= far).max())
+    return float(tars[max(0, min(k + step, len(tars) - 1))])
+
+
+_TAR = Exercise(
+    "check_tar_at_far", tar_at_far, "(scores, same, far) -> float",
+    (Mistake("FAR computed on the same (genuine) pairs: the false accept rate counts accepted impostor pairs "
+             "(same == False) among all impostor pairs", lambda sc, sa, far: _roc_step(sc, sa, far, 0, True)),
+     Mistake("threshold direction reversed: you accept pairs whose score is BELOW the threshold; a higher score "
+             "means more alike, so accept score >= threshold", lambda sc, sa, far: tar_at_far(-sc, sa, far)),
+     Mistake("off by one (>= vs >): your threshold accepts one more impostor score than the FAR allows; the reference "
+             "takes the lowest threshold whose measured FAR is at most far", lambda sc, sa, far: _roc_step(sc, sa, far, 1)),
+     Mistake("off by one (>= vs >): your threshold is one score stricter than needed; the reference accepts every pair "
+             "with score >= the lowest threshold whose measured FAR is at most far",
+             lambda sc, sa, far: _roc_step(sc, sa, far, -1))),
+    ("FAR = accepted impostor pairs / impostor pairs", "accept when score >= threshold", "tied scores move together"),
+    what="TAR at several FARs, with tied scores")
+
+
+def check_tar_at_far(fn: Callable[..., float]) -> None:
+    """Check a learner's ``tar_at_far(scores, same, far)`` (``my_tar_at_far``, chapter 8) against
+    :func:`resnet_arcface.verify.tar_at_far` on overlapping genuine and impostor scores, with and without ties."""
+    def make(far: float, ties: bool) -> Callable[[], Tuple]:
+        def inputs() -> Tuple:
+            g = torch.Generator().manual_seed(SEED + 5)
+            scores = torch.cat([torch.randn(30, generator=g) + 1.5, torch.randn(60, generator=g)])
+            return ((scores * 4).round() / 4 if ties else scores, torch.arange(90) < 30, far), {}
+        return inputs
+    run_function_check(_TAR, fn, [Case(f"{_label(fn)}(scores, same, far={far})" + (" with tied scores" if ties else ""),
+                                       None, None, make(far, ties), grads=False)
+                                  for far, ties in [(0.1, False), (0.05, False), (0.25, True), (0.02, True)]],
+                       convert=lambda out, args: torch.as_tensor(out, dtype=torch.float64) if isinstance(
+                           out, (float, int, torch.Tensor)) and not isinstance(out, bool) else out)
+
+
+def _identity_variant(model: nn.Module, output: torch.Tensor, target: torch.Tensor, weight: float = 10.0,
+                      gray: str = "luma", loss: Callable = F.l1_loss, norm: bool = False) -> torch.Tensor:
+    """GFPGAN's identity loss with switches for the usual mistakes."""
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        if gray == "mean":
+            x = x.mean(1, keepdim=True)
+        e = model(preprocess(x, value_range=(-1.0, 1.0), size=model.input_size))
+        return F.normalize(e, dim=1) if norm else e
+    return weight * loss(embed(output), embed(target).detach())
+
+
+_IDENTITY = Exercise(
+    "check_identity_loss", identity_loss, "(model, output, target, weight=10.0) -> scalar loss",
+    (Mistake("MSE instead of L1: your loss equals weight * mean((e_out - e_target)^2); GFPGAN uses the L1 distance "
+             "(mean absolute difference)", lambda *a, **k: _identity_variant(*a, **k, loss=F.mse_loss)),
+     Mistake("weight missing: your loss equals the reference's divided by weight", lambda *a, **k: _identity_variant(
+         *a, **{**k, "weight": 1.0})),
+     Mistake("RGB not converted to gray with GFPGAN's weights: your loss equals the reference's with the channel mean "
+             "as gray; use 0.2989 R + 0.5870 G + 0.1140 B (preprocess does)",
+             lambda *a, **k: _identity_variant(*a, **k, gray="mean")),
+     Mistake("embeddings normalised: GFPGAN takes the L1 distance of the raw (BatchNorm-ed) embeddings",
+             lambda *a, **k: _identity_variant(*a, **k, norm=True))),
+    ("gray with 0.2989 R + 0.5870 G + 0.1140 B", "bilinear resize to model.input_size", "L1 of the raw embeddings",
+     "times weight"),
+    {"error:channels": "RGB not converted to gray: the network takes one channel; convert with 0.2989 R + 0.5870 G + "
+                       "0.1140 B (resnet_arcface.preprocess does it, and the resize)",
+     "error:spatial size": "not resized: the network takes model.input_size x model.input_size images; resize "
+                           "bilinearly (align_corners=False), as resnet_arcface.preprocess does",
+     "grad:target": "target not detached: a gradient flows into target; GFPGAN computes the target's embedding "
+                    "without a graph (torch.no_grad() or .detach()): only the restored image is pushed"},
+    lambda args, ref_args: ("model in train mode: your function runs the network in train mode (BatchNorm on batch "
+                            "statistics, dropout on); GFPGAN's identity network is frozen in eval mode"
+                            if any(args[0].modes) else "your function left the network in train mode; leave it in "
+                            "eval mode" if args[0].training else ""), what="loss and the gradients of output and target")
+
+
+def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """Check a learner's ``identity_loss(model, output, target, weight=10.0)`` (``my_identity_loss``, chapter 9)
+    against :func:`resnet_arcface.losses.identity_loss`, with a small eval-mode ResNetArcFace, RGB and gray images
+    in [-1, 1] of another size than the network's, and the gradients of both image batches."""
+    def make(channels: int, kw: Dict[str, float]) -> Callable[[], Tuple]:
+        def inputs() -> Tuple:
+            torch.manual_seed(SEED)
+            model = ResNetArcFace("IRBlock", (1, 1, 1, 1), False, widths=(8, 8, 16, 16), input_size=32,
+                                  embedding_dim=16)
+            _randomise(model)
+            model.modes = []  # the network's mode at each call: the learner's function must not train it
+            model.register_forward_pre_hook(lambda m, i: m.modes.append(m.training))
+            g = torch.Generator().manual_seed(SEED + 6)
+            out, target = (torch.rand(2, 4, channels, 48, 48, generator=g) * 2 - 1).unbind(0)
+            return (model.eval(), out.requires_grad_(), target.requires_grad_()), dict(kw)
+        return inputs
+    run_function_check(_IDENTITY, fn, [Case(f"{_label(fn)}(model, output {(4, c, 48, 48)}, target{extra})", None, None,
+                                            make(c, kw)) for c, kw, extra in [(3, {}, ""), (3, {"weight": 2.5},
+                                                                                             ", weight=2.5")]])
+
+
+def _fold_variant(conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: bool = True, beta: bool = True, root: bool = True,
+                  eps: bool = True, axis: int = 0) -> nn.Conv2d:
+    """Folding with switches for the usual mistakes: ``w * scale``, ``(b - mean) * scale + beta``."""
+    var = bn.running_var + (bn.eps if eps else 0.0)
+    scale = bn.weight / (var.sqrt() if root else var)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+    folded = copy.deepcopy(conv)
+    folded.weight = nn.Parameter(conv.weight * scale.view([-1 if d == axis else 1 for d in range(4)]))
+    folded.bias = nn.Parameter((bias - (bn.running_mean if mean else 0.0)) * scale + (bn.bias if beta else 0.0))
+    return folded
+
+
+def _fold_left(args: Tuple, ref_args: Tuple) -> str:
+    same = all(torch.equal(a, b) for a, b in zip(args[0].state_dict().values(), ref_args[0].state_dict().values()))
+    return "" if same and all(torch.equal(a, b) for a, b in zip(args[1].state_dict().values(),
+                                                                 ref_args[1].state_dict().values())) else \
+        "your function changed the convolution or the BatchNorm it was given; build a new nn.Conv2d"
+
+
+_FOLD = Exercise(
+    "check_fold_conv_bn", fold_conv_bn, "(conv, bn) -> nn.Conv2d",
+    (Mistake("forgot the BN bias (beta): your folded bias lacks + bn.bias", lambda c, b: _fold_variant(c, b, beta=False)),
+     Mistake("forgot the running mean: your folded bias is conv.bias * scale + beta; it must be (conv.bias - "
+             "running_mean) * scale + beta", lambda c, b: _fold_variant(c, b, mean=False)),
+     Mistake("forgot the BN bias and the running mean: your folded bias is only conv.bias * scale",
+             lambda c, b: _fold_variant(c, b, mean=False, beta=False)),
+     Mistake("used var instead of sqrt(var + eps): scale = gamma / sqrt(running_var + eps)",
+             lambda c, b: _fold_variant(c, b, root=False)),
+     Mistake("eps missing: scale = gamma / sqrt(running_var + eps), with the BatchNorm's eps",
+             lambda c, b: _fold_variant(c, b, eps=False)),
+     Mistake("scaled the input-channel axis instead of the output axis: BatchNorm scales each OUTPUT channel, so "
+             "multiply weight by scale.view(-1, 1, 1, 1) (dimension 0)", lambda c, b: _fold_variant(c, b, axis=1),
+             lambda args: args[0].in_channels == args[0].out_channels)),
+    ("scale = gamma / sqrt(running_var + eps) per output channel", "weight * scale.view(-1, 1, 1, 1)",
+     "bias = (conv.bias or 0 - running_mean) * scale + beta"),
+    {"error:size of tensor": "scaled the wrong axis: BatchNorm scales each OUTPUT channel, so multiply weight by "
+                             "scale.view(-1, 1, 1, 1) (dimension 0)"}, _fold_left, what="the folded convolution's output")
+
+
+def check_fold_conv_bn(fn: Callable[[nn.Conv2d, nn.BatchNorm2d], nn.Conv2d]) -> None:
+    """Check a learner's ``fold_conv_bn(conv, bn)`` (``my_fold_conv_bn``, chapter 10) against
+    :func:`resnet_arcface.inference.fold_conv_bn`: the folded convolution's output on an input, for convolutions
+    with and without bias and BatchNorms with random statistics (some variances far below 1)."""
+    def make(cin: int, cout: int, stride: int, bias: bool) -> Callable[[], Tuple]:
+        def inputs() -> Tuple:
+            torch.manual_seed(SEED)
+            conv, bn = nn.Conv2d(cin, cout, 3, stride, 1, bias=bias), nn.BatchNorm2d(cout)
+            _randomise(bn)
+            with torch.no_grad():
+                bn.running_var[::2] = 1e-4  # where eps matters
+            return (conv.requires_grad_(False), bn.eval().requires_grad_(False)), {}
+        return inputs
+    x = _input(2, 8, 7, 7)()
+
+    def run(out: Any, args: Tuple) -> Any:
+        if not isinstance(out, nn.Conv2d):
+            return out
+        return out(x[:, :out.in_channels]).detach()
+    run_function_check(_FOLD, fn, [Case(f"{_label(fn)}(Conv2d({i}, {o}, 3x3, stride={s}, bias={b}), BatchNorm2d({o}))",
+                                        None, None, make(i, o, s, b), grads=False)
+                                   for i, o, s, b in [(8, 8, 1, False), (4, 8, 2, True), (8, 6, 1, True)]], run)
+
+
 #: The grader's registry: exercise id -> (the learner's object's name in the chapter notebook, its check).
 EXERCISES: Dict[str, Tuple[str, Callable[[Any], None]]] = {
     "conv3x3": ("my_conv3x3", check_conv3x3),
@@ -897,4 +1155,8 @@ EXERCISES: Dict[str, Tuple[str, Callable[[Any], None]]] = {
     "se_block": ("MySEBlock", check_se_block),
     "ir_block": ("MyIRBlock", check_ir_block),
     "resnet_arcface": ("MyResNetArcFace", check_resnet_arcface),
+    "arcface_logits": ("my_arcface_logits", check_arcface_logits),
+    "tar_at_far": ("my_tar_at_far", check_tar_at_far),
+    "identity_loss": ("my_identity_loss", check_identity_loss),
+    "fold_conv_bn": ("my_fold_conv_bn", check_fold_conv_bn),
 }

@@ -42,4 +42,4 @@ def mutant(exercise: str, *expect: str) -> Callable[[Any], Any]:
 
 
 # Importing the modules registers their mutants, in chapter order.
-from . import conv, basic, bottleneck, se, ir, model  # noqa: E402,F401
+from . import conv, basic, bottleneck, se, ir, model, functions  # noqa: E402,F401

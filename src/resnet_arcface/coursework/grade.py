@@ -1,22 +1,16 @@
 """Grade a folder of completed learner notebooks: one CSV row per learner and exercise.
 
-Usage::
+``arcface-grade SUBMISSIONS [--out grades/grades.csv] [--timeout 120] [--jobs 2] [--exercises conv3x3,se_block]``
+(or ``make grade SUBMISSIONS=dir``). ``SUBMISSIONS`` holds ``alice.ipynb``, ... (the learner is the file stem),
+or one folder of notebooks per learner (an exercise passes if it passes in any of them). The CSV has the columns
+``learner, exercise, passed, message``; the instructors' guide is ``book/instructors.md``.
 
-    arcface-grade SUBMISSIONS [--out grades/grades.csv] [--timeout 120] [--jobs 2] [--exercises conv3x3,se_block]
-    make grade SUBMISSIONS=dir
-
-``SUBMISSIONS`` holds ``alice.ipynb``, ``bob.ipynb``, ... (the learner is the file stem), or one folder per
-learner (``alice/01_conv3x3.ipynb``, ...; an exercise passes if it passes in any of that learner's notebooks).
-The CSV has the columns ``learner, exercise, passed, message``, one row per learner and exercise of
-``resnet_arcface.checks.EXERCISES`` (or ``--exercises``).
-
-How one notebook is graded: a worker subprocess starts a fresh kernel (nbclient) in an empty temporary folder
-and runs the learner's code cells with errors allowed (a failing cell does not stop the rest), all within
-``--timeout`` seconds. Then it runs one cell of its own that imports ``resnet_arcface.checks``, looks each
-exercise's object up by its fixed name, runs the check with its printed output captured, and displays each
-result as a ``application/vnd.arcface-grade+json`` output of that cell; the checks get ``--check-timeout``
-seconds each, in all. Only that cell's outputs are read. The parent kills a worker (and its kernel) that
-outlives every limit.
+One notebook is graded by a worker subprocess: a fresh kernel (nbclient) in an empty temporary folder runs the
+learner's code cells with errors allowed, within ``--timeout`` seconds in all; then one cell of the grader's
+own imports ``resnet_arcface.checks``, runs each exercise's check on the object of its fixed name (printed
+output captured) and displays each result as an ``application/vnd.arcface-grade+json`` output; the checks get
+``--check-timeout`` seconds per exercise, in all. Only that cell's outputs are read. The parent kills a worker
+(and its kernel) that outlives every limit.
 
 What it defends against, and what it does not
 ---------------------------------------------
@@ -87,7 +81,7 @@ finally:
 
 
 def _all(exercises: Sequence[Tuple[str, str]], message: str) -> Dict[str, Result]:
-    return {ex: (False, message) for ex, _ in exercises}
+    return {ex: (False, message) for ex, _ in exercises}  # every exercise of the notebook fails with one message
 
 
 def grade_notebook(path: Path, exercises: Sequence[Tuple[str, str]], timeout: float, check_timeout: float,
@@ -265,10 +259,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  kernel, Path(pid_file))
         Path(result_file).write_text(json.dumps({ex: list(r) for ex, r in results.items()}))
         return 0
-    parser = argparse.ArgumentParser(
-        prog="arcface-grade", description="Grade completed learner notebooks with the resnet_arcface self-checks "
-        "and write a CSV (learner, exercise, passed, message). It RUNS the learners' code: use a throwaway "
-        "container or VM without network or secrets.")
+    parser = argparse.ArgumentParser(prog="arcface-grade", description="Grade learner notebooks with the "
+                                     "self-checks into a CSV. It RUNS their code: use a throwaway container.")
     parser.add_argument("submissions", type=Path, help="folder of LEARNER.ipynb files, or of LEARNER/ folders")
     parser.add_argument("--out", type=Path, default=Path("grades/grades.csv"), help="CSV to write")
     parser.add_argument("--timeout", type=float, default=120, help="seconds for one notebook's cells (default 120)")

@@ -1,28 +1,16 @@
-"""The student edition: chapter notebooks with the answers removed and the learner's code stubbed, and the book.
+"""The student edition: the chapters with their answers removed and the learner's code stubbed, and the book.
 
-Chapters mark their answers with cell tags (CONTRIBUTING.md, "How a chapter is written"), so nothing here parses
-markdown:
+Chapters mark answers with cell tags (CONTRIBUTING.md, "How a chapter is written"); nothing here parses markdown.
+Cells tagged ``remove-student`` are removed by nbconvert's ``TagRemovePreprocessor``; in each code cell tagged
+``solution`` every ``# BEGIN SOLUTION`` ... ``# END SOLUTION`` region becomes ``raise NotImplementedError(...)``
+(:func:`stub_source`) and the cell is retagged ``exercise``. ``make student`` writes ``student/notebooks/`` (all
+outputs cleared) and ``student/_build/html``, built from a stubbed copy of the sources (``student/_source``) with
+sphinx-exercise's ``hide_solutions``, execution off (the pages keep the instructor notebooks' outputs, except the
+stubs' and their self-checks') and no launch buttons (they would open the instructor notebooks).
 
-* cells tagged ``remove-student`` (written solutions, ``{solution-start}``/``{solution-end}`` gates, worked
-  answers) are removed by nbconvert's ``TagRemovePreprocessor``;
-* in each code cell tagged ``solution`` every ``# BEGIN SOLUTION`` ... ``# END SOLUTION`` region becomes
-  ``raise NotImplementedError("Exercise: write this part, then run the self-check below")`` at the region's
-  indentation (:func:`stub_source`); the cell keeps its ``class``/``def`` lines and is retagged ``exercise``.
-
-Two outputs, under ``student/`` by default (``make student``; the folder is git-ignored):
-
-``student/notebooks/``
-    What learners work in: the stubbed chapters with every output cleared.
-``student/_build/html``
-    The book, built by ``jupyter-book build`` from a stubbed copy of the sources (``student/_source``) with a
-    generated ``_config.yml``: sphinx-exercise's ``hide_solutions: true``, notebook execution off (the pages
-    show the outputs committed with the instructor notebooks, minus those of the stubs and of the self-check
-    cell after each), and no Colab/Binder buttons (they would open the repository's instructor notebooks).
-
-Nothing leaks silently: a markdown cell holding a ``{solution}``, ``{solution-start}`` or ``{solution-end}``
-directive that is not tagged ``remove-student``, a prose page holding one, a ``solution`` cell without markers
-or with malformed ones, and a stub that is not valid Python all raise :class:`SolutionMarkerError` naming the
-notebook (or page) and cell.
+Nothing leaks silently: a solution directive in a markdown cell not tagged ``remove-student`` or in a prose page,
+a ``solution`` cell without (or with malformed) markers, and a stub that is not valid Python raise
+:class:`SolutionMarkerError` naming the notebook (or page) and cell.
 """
 from __future__ import annotations
 

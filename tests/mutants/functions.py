@@ -1,0 +1,143 @@
+"""Chapters 7-10 mutants: ``arcface_logits``, ``tar_at_far``, ``identity_loss`` and ``fold_conv_bn`` with one
+mistake each, written from scratch (a mutant that called the package's function would be rejected as reuse)."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import mutant
+
+LUMA = torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)
+
+
+def arcface(cosine, labels, s=64.0, m=0.5, every=False, on_cos=False, scale=1, clamp=True):
+    sin = (1 - cosine ** 2).clamp_min(1e-7).sqrt() if clamp else (1 - cosine ** 2).sqrt()
+    phi = torch.where(cosine > math.cos(math.pi - m), cosine * math.cos(m) - sin * math.sin(m),
+                      cosine - math.sin(math.pi - m) * m)
+    phi = cosine - m if on_cos else phi  # CosFace's margin, as a learner who misreads the formula writes it
+    target = torch.ones_like(cosine, dtype=torch.bool) if every else F.one_hot(labels, cosine.shape[1]).bool()
+    return s ** scale * torch.where(target, phi, cosine)
+
+
+@mutant("arcface_logits", "margin added to every class")
+def arcface_margin_everywhere(cosine, labels, s=64.0, m=0.5):
+    return arcface(cosine, labels, s, m, every=True)
+
+
+@mutant("arcface_logits", "margin added to cos(theta) instead of theta", "CosFace")
+def arcface_margin_on_cosine(cosine, labels, s=64.0, m=0.5):
+    return arcface(cosine, labels, s, m, on_cos=True)
+
+
+@mutant("arcface_logits", "s applied twice")
+def arcface_scaled_twice(cosine, labels, s=64.0, m=0.5):
+    return arcface(cosine, labels, s, m, scale=2)
+
+
+@mutant("arcface_logits", "s not applied")
+def arcface_not_scaled(cosine, labels, s=64.0, m=0.5):
+    return arcface(cosine, labels, s, m, scale=0)
+
+
+@mutant("arcface_logits", "NaN gradient at cos = 1")
+def arcface_unclamped(cosine, labels, s=64.0, m=0.5):
+    return arcface(cosine, labels, s, m, clamp=False)
+
+
+@mutant("arcface_logits", "labels ignored", "largest cosine")
+def arcface_ignores_labels(cosine, labels, s=64.0, m=0.5):
+    return arcface(cosine, cosine.argmax(1), s, m)
+
+
+def tar(scores, same, far, impostors=None, direction=1, extra=0):
+    imp = (scores[~same] if impostors is None else impostors) * direction
+    imp = imp.sort(descending=True).values
+    k = int(far * len(imp)) + extra  # impostor scores above the threshold: at most far * count
+    threshold = imp[min(k, len(imp) - 1)]
+    return ((scores[same] * direction) > threshold).double().mean().item()
+
+
+@mutant("tar_at_far", "FAR computed on the same (genuine) pairs")
+def tar_far_on_genuine(scores, same, far):
+    return tar(scores, same, far, impostors=scores[same])
+
+
+@mutant("tar_at_far", "threshold direction reversed")
+def tar_reversed(scores, same, far):
+    return tar(scores, same, far, direction=-1)
+
+
+@mutant("tar_at_far", "off by one (>= vs >)", "one more impostor")
+def tar_off_by_one(scores, same, far):
+    imp = scores[~same].sort(descending=True).values
+    return (scores[same] >= imp[int(far * len(imp))]).double().mean().item()  # >= lets the (k+1)-th in
+
+
+def identity(model, output, target, weight=10.0, detach=True, loss=F.l1_loss, gray=True, resize=True, train=False):
+    def embed(x):
+        x = (x * LUMA).sum(1, keepdim=True) if gray else x
+        x = F.interpolate(x, size=(model.input_size,) * 2, mode="bilinear", align_corners=False) if resize else x
+        return model(x)
+    model.train(train)
+    e_target = embed(target)
+    return weight * loss(embed(output), e_target.detach() if detach else e_target)
+
+
+@mutant("identity_loss", "target not detached")
+def identity_target_attached(model, output, target, weight=10.0):
+    return identity(model, output, target, weight, detach=False)
+
+
+@mutant("identity_loss", "model in train mode")
+def identity_train_mode(model, output, target, weight=10.0):
+    try:
+        return identity(model, output, target, weight, train=True)
+    finally:
+        model.eval()
+
+
+@mutant("identity_loss", "MSE instead of L1")
+def identity_mse(model, output, target, weight=10.0):
+    return identity(model, output, target, weight, loss=F.mse_loss)
+
+
+@mutant("identity_loss", "weight missing")
+def identity_unweighted(model, output, target, weight=10.0):
+    return identity(model, output, target, 1.0)
+
+
+@mutant("identity_loss", "RGB not converted to gray")
+def identity_rgb(model, output, target, weight=10.0):
+    return identity(model, output, target, weight, gray=False)
+
+
+@mutant("identity_loss", "not resized")
+def identity_not_resized(model, output, target, weight=10.0):
+    return identity(model, output, target, weight, resize=False)
+
+
+def fold(conv, bn, mean=True, beta=True, root=True, eps=True, axis=0):
+    with torch.no_grad():
+        var = bn.running_var + (bn.eps if eps else 0.0)
+        scale = bn.weight / (var.sqrt() if root else var)
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+        folded.weight.copy_(conv.weight * scale.view([-1 if d == axis else 1 for d in range(4)]))
+        folded.bias.copy_((bias - (bn.running_mean if mean else 0.0)) * scale + (bn.bias if beta else 0.0))
+    return folded
+
+
+def _variant(exercise, name, phrase, reference, **mistake):
+    """Register ``reference`` with ``mistake`` (its keyword switches) as the mutant ``name``."""
+    def wrong(*args, **kwargs):
+        return reference(*args, **kwargs, **mistake)
+    wrong.__name__ = wrong.__qualname__ = name
+    mutant(exercise, phrase)(wrong)
+
+
+_variant("fold_conv_bn", "fold_without_beta", "forgot the BN bias (beta)", fold, beta=False)
+_variant("fold_conv_bn", "fold_without_mean", "forgot the running mean", fold, mean=False)
+_variant("fold_conv_bn", "fold_var_not_std", "used var instead of sqrt(var + eps)", fold, root=False)
+_variant("fold_conv_bn", "fold_without_eps", "eps missing", fold, eps=False)
+_variant("fold_conv_bn", "fold_input_axis", "scaled the input-channel axis instead of the output axis", fold, axis=1)
