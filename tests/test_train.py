@@ -27,7 +27,7 @@ def _run(main, argv, capsys):
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One CPU thread: tiny networks gain nothing from more, and the CLI tests set it anyway (--threads 1)."""
+    """One CPU thread: tiny networks gain nothing from more, and on a busy machine extra threads spin-wait."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
