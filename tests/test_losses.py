@@ -139,3 +139,10 @@ def test_identity_loss_refuses_train_mode():
     x = torch.zeros(2, 3, 32, 32)
     with pytest.raises(ValueError, match="eval mode"):
         identity_loss(net, x, x)
+
+
+def test_margin_head_logits_stay_float32_under_autocast():
+    head = MarginHead(8, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head.logits(torch.randn(4, 8, dtype=torch.bfloat16), torch.tensor([0, 1, 2, 3]))
+    assert logits.dtype == torch.float32  # s * cos in bfloat16 would round by up to 0.25

@@ -8,6 +8,7 @@ embedding with L2-normalised class weights, so the logit of a class is ``s * cos
 the embedding verify identities it never saw.
 """
 import math
+from contextlib import nullcontext
 from typing import Optional
 
 import torch
@@ -171,7 +172,8 @@ class MarginHead(nn.Module):
 
     def logits(self, embeddings: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The logits the loss sees; without ``labels``, the margin-free ones (to predict a class)."""
-        with torch.autocast(embeddings.device.type, enabled=False):
+        kind = embeddings.device.type  # autocast exists for cuda and cpu; elsewhere there is none to leave
+        with torch.autocast(kind, enabled=False) if kind in ("cuda", "cpu") else nullcontext():
             embeddings = embeddings.float()
             if self.loss == "softmax":
                 return embeddings @ self.weight.t()
