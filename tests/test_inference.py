@@ -14,7 +14,7 @@ from resnet_arcface import IRBlock, resnet_arcface18, resnet_arcface_small
 from resnet_arcface import inference
 from resnet_arcface.compress import checkpoint_bytes, compress_state_dict, decompress_state_dict, quantize_fc5_onnx
 from resnet_arcface.inference import (MIN_COSINE, BackendUnavailable, export_onnx, fold_batchnorm, fold_conv_bn,
-                                      onnx_session, optimize)
+                                      for_onnx_runtime, onnx_session, optimize)
 
 HAVE_ORT = all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime"))
 EXACT_BACKENDS = ["eager", "channels_last", "fold", "fold_channels_last", "onnxruntime"]
@@ -176,6 +176,14 @@ def test_embedder_validates_input(random_model):
 
 
 # --- ONNX -------------------------------------------------------------------------------------------
+
+def test_for_onnx_runtime_rewrites_exactly(random_model, faces):
+    net = for_onnx_runtime(fold_batchnorm(random_model))
+    kinds = {type(m) for m in net.modules()}
+    assert nn.PReLU not in kinds and nn.BatchNorm2d not in kinds and nn.LeakyReLU in kinds
+    with torch.no_grad():
+        assert cosine(net(faces), random_model(faces)) >= MIN_COSINE
+
 
 @pytest.fixture(scope="module")
 def trained_proto(trained_model):

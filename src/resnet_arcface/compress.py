@@ -17,6 +17,7 @@ The convolutions are left in float32: they hold the compute, and the exact backe
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 from typing import Dict, Mapping
@@ -95,5 +96,10 @@ def quantize_fc5_onnx(proto: "onnx.ModelProto") -> "onnx.ModelProto":  # noqa: F
         raise ValueError(f"expected one node reading fc5.weight in the exported model, found {fc5_nodes}.")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "fc5_int8.onnx")
-        quantize_dynamic(proto, path, nodes_to_quantize=fc5_nodes, per_channel=True, weight_type=QuantType.QInt8)
+        root, level = logging.getLogger(), logging.getLogger().level
+        root.setLevel(logging.ERROR)  # the quantiser logs advice about pre-processing whole CNNs; we change one node
+        try:
+            quantize_dynamic(proto, path, nodes_to_quantize=fc5_nodes, per_channel=True, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         return onnx.load(path)

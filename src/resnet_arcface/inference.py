@@ -8,9 +8,10 @@ Backends (every one but ``"bf16"`` gives the same embeddings as eager float32, c
 - ``"fold_channels_last"``: both of the above.
 - ``"compile"``: ``torch.compile`` (TorchInductor, with weight freezing on CPU) [Ansel et al. 2024]:
   it generates fused kernels, at a cold-start cost of tens of seconds on a laptop CPU.
-- ``"onnxruntime"``: the folded model exported to ONNX (checked with ``onnx.checker``) and run by
-  ONNX Runtime, whose graph optimisations fuse operators and re-lay convolutions out in blocked
-  NCHWc form for the CPU's vector width.
+- ``"onnxruntime"``: the folded model, rewritten into operators ONNX Runtime fuses
+  (:func:`for_onnx_runtime`), exported to ONNX (checked with ``onnx.checker``) and run by ONNX Runtime,
+  whose graph optimisations fuse operators and re-lay convolutions out in blocked NCHWc form for the
+  CPU's vector width.
 - ``"bf16"``: CUDA (or a CPU with bf16 support) with bfloat16 autocast and channels_last. NOT exact
   (about three significant digits); its agreement with float32 is measured and reported separately.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import logging
 import time
 import warnings
 from typing import Callable, Dict, List, Optional, Tuple
@@ -38,7 +40,7 @@ from .folding import fold_batchnorm, fold_bn_linear, fold_conv_bn, fold_linear_b
 from .model import validate_input
 
 __all__ = ["optimize", "Embedder", "BackendUnavailable", "BACKENDS", "AUTO_ORDER", "available_backends",
-           "fold_conv_bn", "fold_batchnorm", "to_channels_last", "export_onnx", "onnx_session", "MIN_COSINE"]
+           "fold_conv_bn", "fold_batchnorm", "to_channels_last", "for_onnx_runtime", "export_onnx", "onnx_session", "MIN_COSINE"]
 
 #: Every backend ``optimize`` knows, in the order the benchmark reports them.
 BACKENDS: Tuple[str, ...] = ("eager", "channels_last", "fold", "fold_channels_last", "compile", "onnxruntime", "bf16")
@@ -220,7 +222,8 @@ def _build(model: nn.Module, backend: str, batch_size: Optional[int], device: to
         net = torch.compile(copy.deepcopy(model), dynamic=batch_size is None, options=options)
         return net, batch_size is not None
     if backend == "onnxruntime":
-        session = onnx_session(export_onnx(fold_batchnorm(model).cpu(), input_size, batch_size), threads, device)
+        net = for_onnx_runtime(fold_batchnorm(model).cpu())
+        session = onnx_session(export_onnx(net, input_size, batch_size), threads, device)
         return (lambda x: _run_session(session, x)), batch_size is not None
     raise AssertionError(backend)
 
@@ -239,6 +242,36 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return net
 
 
+def for_onnx_runtime(model: nn.Module) -> nn.Module:
+    """A copy of a (folded) model rewritten, exactly, into operators ONNX Runtime's CPU optimiser fuses.
+
+    Two rewrites, each computing the same function:
+
+    - A one-slope ``nn.PReLU`` becomes ``nn.LeakyReLU`` with that slope (both are ``x`` for ``x >= 0`` and
+      ``slope * x`` below). ONNX Runtime fuses LeakyRelu into the convolution before it; it does not fuse
+      PRelu, and each unfused activation forces the data out of its fast blocked (NCHWc) layout and back.
+    - A remaining ``BatchNorm2d`` (``bn0``, which cannot fold: see :mod:`resnet_arcface.folding`) becomes
+      the per-channel affine map it is in eval mode, written as a depthwise 1x1 convolution with a bias.
+      No padding is involved, so this is exact, and a convolution stays in the blocked layout.
+    """
+    from .folding import bn_scale_shift
+
+    net = copy.deepcopy(model).eval()
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.PReLU) and child.weight.numel() == 1:
+                setattr(module, name, nn.LeakyReLU(float(child.weight.item())))
+            elif isinstance(child, nn.BatchNorm2d):
+                scale, shift = bn_scale_shift(child)
+                affine = nn.Conv2d(child.num_features, child.num_features, 1, groups=child.num_features, bias=True,
+                                   device=scale.device, dtype=child.running_var.dtype)
+                with torch.no_grad():
+                    affine.weight.copy_(scale.view(-1, 1, 1, 1))
+                    affine.bias.copy_(shift)
+                setattr(module, name, affine)
+    return net
+
+
 def export_onnx(model: nn.Module, input_size: int = 128, batch_size: Optional[int] = None) -> "onnx.ModelProto":  # noqa: F821
     """Export an eval-mode model to ONNX with ``torch.onnx.export`` and check it with ``onnx.checker``.
 
@@ -254,13 +287,20 @@ def export_onnx(model: nn.Module, input_size: int = 128, batch_size: Optional[in
 
     example = torch.zeros(batch_size or 2, 1, input_size, input_size)
     dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    exporter_log = logging.getLogger("torch.onnx")  # notes such as "torchvision is not installed"
+    level = exporter_log.level
     with warnings.catch_warnings():  # the exporter's internal deprecation notices are not the caller's to fix
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        # optimize=False: ONNX Runtime runs its own graph optimisations on loading, so the exporter's
-        # (onnxscript's) pass would only double the export time.
-        program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dynamic, input_names=["faces"],
-                                    output_names=["embeddings"], optimize=False, verbose=False)
+        exporter_log.setLevel(logging.ERROR)
+        try:
+            # optimize=False: ONNX Runtime runs its own graph optimisations on loading, so the exporter's
+            # (onnxscript's) pass would only double the export time.
+            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dynamic,
+                                        input_names=["faces"], output_names=["embeddings"], optimize=False,
+                                        verbose=False)
+        finally:
+            exporter_log.setLevel(level)
     proto = program.model_proto
     onnx.checker.check_model(proto, full_check=True)  # structure, types and shapes are valid ONNX
     return proto
