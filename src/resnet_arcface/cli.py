@@ -79,12 +79,12 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--data", type=Path, metavar="DIR",
                         help="folder with one sub-folder of images per identity (read with Pillow)")
     parser.add_argument("--arch", choices=sorted(ARCHS), help="network (default: small)")
-    parser.add_argument("--size", type=_positive(int),
+    parser.add_argument("--size", type=_positive(int), metavar="PX",
                         help=f"input side in pixels, a multiple of 16 (default: small {ARCHS['small']}, "
                              f"resnet_arcface18 128)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                         help="where to run (default: auto = cuda, then mps, else cpu)")
-    parser.add_argument("--threads", type=_positive(int), default=min(os.cpu_count() or 1, 8),
+    parser.add_argument("--threads", type=_positive(int), metavar="N", default=min(os.cpu_count() or 1, 8),
                         help="CPU threads for torch (default: the number of cores, at most 8: a small network "
                              "stops getting faster beyond a few, and on a shared machine each one slows the others)")
 
@@ -188,19 +188,20 @@ def _train_parser() -> argparse.ArgumentParser:
         "verification on held-out identities) and OUT/checkpoint.pt (for --resume)."))
     _common_flags(parser)
     parser.add_argument("--loss", choices=sorted(LOSSES), default="arcface", help="default: arcface")
-    parser.add_argument("--epochs", type=_positive(int), default=10, help="default: 10")
-    parser.add_argument("--batch-size", type=_positive(int), default=128, help="default: 128")
+    parser.add_argument("--epochs", type=_positive(int), default=10, metavar="N", help="default: 10")
+    parser.add_argument("--batch-size", type=_positive(int), default=128, metavar="N", help="default: 128")
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd", help="default: sgd (momentum 0.9)")
     parser.add_argument("--lr", type=_positive(float), help="peak learning rate (default: sgd 0.1, adamw 1e-3)")
-    parser.add_argument("--scale", type=_positive(float), help="the head's s (default: 64; not for softmax)")
+    parser.add_argument("--scale", type=_positive(float), help="the head's scale s (default: InsightFace's 64, made for tens of thousands of "
+                        "identities; with a few hundred ArcFace stalls at 64 and trains at 16)")
     parser.add_argument("--margin", type=_positive(float), help="the head's m (default: arcface 0.5, cosface 0.35)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the network, the data order and, with "
                         f"--synthetic, the identities (held-out ones use seed + {VAL_SEED_OFFSET}) (default: 0)")
     parser.add_argument("--val", type=_pair, default=(100, 10), metavar="IDS,PER_ID",
                         help="with --synthetic: held-out identities verified each epoch (default: 100,10)")
-    parser.add_argument("--val-fraction", type=float, default=0.2,
+    parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                         help="with --data: fraction of identities held out for verification (default: 0.2)")
-    parser.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder (default: runs/train)")
+    parser.add_argument("--out", type=Path, default=Path("runs/train"), metavar="DIR", help="output folder (default: runs/train)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     return parser
@@ -350,11 +351,11 @@ def _verify_parser() -> argparse.ArgumentParser:
         "Open-set verification of trained weights: scores every pair of images of identities the network never "
         "saw and prints AUC, TAR at FAR 1e-2 and 1e-3, the best threshold and its balanced accuracy, next to "
         "the same numbers for raw pixels. --arch and --size default to those in metrics.json beside --weights."))
-    parser.add_argument("--weights", type=Path, required=True, help="a state_dict written by arcface-train")
+    parser.add_argument("--weights", type=Path, required=True, metavar="FILE", help="a state_dict written by arcface-train")
     _common_flags(parser)
     parser.add_argument("--seed", type=int, help=f"with --synthetic: identities' seed (default: the training seed "
                         f"+ {TEST_SEED_OFFSET}, so neither training nor its validation saw them)")
-    parser.add_argument("--batch-size", type=_positive(int), default=256, help="images per forward pass")
+    parser.add_argument("--batch-size", type=_positive(int), default=256, metavar="N", help="images per forward pass")
     return parser
 
 
