@@ -113,7 +113,7 @@ def read_image_folder(root: Path, size: int) -> Tuple[torch.Tensor, torch.Tensor
     Returns:
         ``(images (N, 1, size, size), labels (N,), identity folder names)``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not root.is_dir():
         raise UsageError(f"--data {root}: no such folder; give a folder with one sub-folder of images per identity.")
@@ -125,7 +125,8 @@ def read_image_folder(root: Path, size: int) -> Tuple[torch.Tensor, torch.Tensor
         for path in files:
             try:
                 with Image.open(path) as img:
-                    rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255  # (H, W, 3)
+                    upright = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+                    rgb = np.asarray(upright.convert("RGB"), dtype=np.float32) / 255  # (H, W, 3)
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 raise UsageError(f"--data: cannot read image {path} ({type(err).__name__}: {err}); "
                                  f"replace or remove it.") from None
