@@ -109,6 +109,7 @@ class Exercise:
     causes: Tuple[str, ...] = ()  # likely causes when no known mistake matches
     hints: Dict[str, str] = field(default_factory=dict)  # by submodule ("bn0", "IRBlock.conv1") or topic
     shape_hint: Callable[[Tuple[int, ...], Tuple[int, ...]], str] = lambda got, ref: ""
+    after: Callable[[Tuple, Tuple], str] = lambda args, ref_args: ""  # a function's effect on its arguments
     root: str = ""  # how messages call the learner's whole module ("" -> its name)
     check_init: bool = False
     what: str = "structure, eval/train outputs and gradients"
@@ -186,7 +187,8 @@ def _describe(m: nn.Module) -> str:
         return f"Linear({m.in_features}, {m.out_features})"
     if isinstance(m, _BatchNorm):
         return f"{type(m).__name__}({m.num_features})"
-    return {nn.PReLU: "nn.PReLU()", nn.Dropout: f"nn.Dropout() (p={getattr(m, 'p', '')})"}.get(type(m), type(m).__name__)
+    names = {nn.PReLU: "nn.PReLU()", nn.Dropout: f"nn.Dropout() (p={getattr(m, 'p', '')})"}
+    return names.get(type(m), type(m).__name__)
 
 
 def _input(*shape: int) -> Callable[[], torch.Tensor]:
@@ -487,9 +489,9 @@ def _behaviour(ctx: _Ctx, case: Case, ref: nn.Module, got: nn.Module, soft: List
         if not isinstance(got_run.out, torch.Tensor):
             ctx.fail(f"forward returned {type(got_run.out).__name__}, not a tensor", "End forward with `return out`.")
         if got_run.out.shape != ref_run.out.shape:
-            ctx.fail(f"the output has shape {tuple(got_run.out.shape)} but the reference's has "
-                     f"{tuple(ref_run.out.shape)}", ctx.ex.shape_hint(tuple(got_run.out.shape), tuple(ref_run.out.shape)),
-                     [f"possibly related: {p}" for p, _ in soft[:1]])
+            shapes = tuple(got_run.out.shape), tuple(ref_run.out.shape)
+            ctx.fail(f"the output has shape {shapes[0]} but the reference's has {shapes[1]}",
+                     ctx.ex.shape_hint(*shapes), [f"possibly related: {p}" for p, _ in soft[:1]])
         diff = _difference(got_run.out, ref_run.out)
         if diff:
             _diagnose(ctx, ref, state, xm, train, got_run, ref_run, names, soft, diff)
@@ -604,7 +606,8 @@ def _construct(ctx: _Ctx, build: Callable[[], Any]) -> nn.Module:
     try:
         got = build()
     except NotImplementedError:
-        ctx.fail(f"{ctx.label} is not implemented yet: calling {ctx.config} raised NotImplementedError", NOT_IMPLEMENTED)
+        ctx.fail(f"{ctx.label} is not implemented yet: calling {ctx.config} raised NotImplementedError",
+                 NOT_IMPLEMENTED)
     except Exception as exc:
         ctx.fail(f"calling {ctx.config} raised {_summarise(exc)}", "Call super().__init__() first in __init__."
                  if "Module.__init__() call" in str(exc) else f"It must accept {ctx.ex.signature}.")
@@ -676,7 +679,8 @@ def _block_mistakes(steps: Tuple[str, ...], act: str) -> Tuple[Mistake, ...]:
     name = {"relu": "ReLU", "prelu": "PReLU"}
     ok = ("add", act)
     out = [Mistake(f"no activation after the addition: your output equals the reference's without its final "
-                   f"{name[act]} (apply self.{act} after out += identity)", lambda m, x: _block_forward(m, x, steps, ("add",))),
+                   f"{name[act]} (apply self.{act} after out += identity)",
+                   lambda m, x: _block_forward(m, x, steps, ("add",))),
            Mistake("no residual: your output equals the reference's without the identity (x, or downsample(x)) added",
                    lambda m, x: _block_forward(m, x, steps, (act,))),
            Mistake("the activation comes before the addition, not after it: your output equals act(branch) + "
@@ -823,7 +827,8 @@ _MODEL = Exercise(
              "after bn4); in eval mode dropout does nothing, so only train mode shows it",
              lambda m, x: _model_forward(m, x, head=("bn4",)), train_only=True),
      Mistake("dropout in the wrong place: your train-mode output equals the reference's with dropout before bn4 (the "
-             "head is bn4 -> dropout -> flatten -> fc5 -> bn5)", lambda m, x: _model_forward(m, x, head=("dropout", "bn4")),
+             "head is bn4 -> dropout -> flatten -> fc5 -> bn5)",
+             lambda m, x: _model_forward(m, x, head=("dropout", "bn4")),
              train_only=True),
      Mistake("no PReLU in the stem: your output equals the reference's without prelu after bn1 (the stem is conv1 -> "
              "bn1 -> prelu -> maxpool)", lambda m, x: _model_forward(m, x, stem=False))),
@@ -835,8 +840,8 @@ _MODEL = Exercise(
      "bn0": "it normalises each IRBlock's input before conv1", "bn4": "after layer4, before dropout",
      "dropout": "nn.Dropout() (p=0.5) after bn4 and before flattening; only train mode shows it",
      "bn5": "the last layer, after fc5: it normalises the 512-d embedding",
-     "fc5": "A 128x128 input leaves an 8x8 map after the stem's max-pool (64x64) and the three stride-2 stages (32, 16, "
-            "8); 7x7 is the 112x112 convention of InsightFace.",
+     "fc5": "A 128x128 input leaves an 8x8 map after the stem's max-pool (64x64) and the three stride-2 stages "
+            "(32, 16, 8); 7x7 is the 112x112 convention of InsightFace.",
      "maxpool": "MaxPool2d(2, 2) at the end of the stem halves 128x128 to 64x64",
      "stride": "Each of layer2..layer4 halves the resolution in its first block."},
     lambda g, r: "The network returns a (N, 512) embedding: bn5(fc5(flatten(dropout(bn4(x))))).",
@@ -888,7 +893,7 @@ def run_function_check(ex: Exercise, fn: Callable[..., Any], cases: Sequence[Cas
                 known = [v for k, v in ex.hints.items() if k.startswith("error:") and k[6:] in str(exc)]
                 ctx.fail(known[0] if known else f"your function raised {_summarise(exc)}",
                          f"It must accept {ex.signature}.", [f"raised {_summarise(exc)}"] if known else [])
-            problem = ex.shape_hint(ga, ra)  # for a function: what the call did to its arguments
+            problem = ex.after(ga, ra)
             if problem:
                 ctx.fail(problem)
             if not isinstance(got, torch.Tensor):
@@ -933,10 +938,6 @@ def run_function_check(ex: Exercise, fn: Callable[..., Any], cases: Sequence[Cas
     print(f"{ex.check}: all {len(cases)} configurations match the reference ({ex.what}) {_tick()}")
 
 
-def _one_hot(cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.one_hot(labels, cosine.shape[1]).bool()
-
-
 _ARCFACE = Exercise(
     "check_arcface_logits", arcface_logits, "(cosine, labels, s=64.0, m=0.5) -> logits",
     (Mistake("margin added to every class: your logits equal s * cos(theta + m) in every column; ArcFace adds the "
@@ -944,7 +945,8 @@ _ARCFACE = Exercise(
              lambda c, l, s=64.0, m=0.5: torch.stack([arcface_logits(c, torch.full_like(l, j), s, m)[:, j]
                                                       for j in range(c.shape[1])], 1)),
      Mistake("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) - m) (CosFace's margin) "
-             "at the target; ArcFace computes s * cos(theta + m)", lambda c, l, s=64.0, m=0.5: cosface_logits(c, l, s, m)),
+             "at the target; ArcFace computes s * cos(theta + m)",
+             lambda c, l, s=64.0, m=0.5: cosface_logits(c, l, s, m)),
      Mistake("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) + m) at the target; "
              "ArcFace computes s * cos(theta + m)", lambda c, l, s=64.0, m=0.5: cosface_logits(c, l, s, -m)),
      Mistake("s applied twice: your logits equal the reference's times s", lambda c, l, s=64.0, m=0.5:
@@ -961,7 +963,8 @@ _ARCFACE = Exercise(
              lambda c, l, s=64.0, m=0.5: arcface_logits(c, torch.zeros_like(l), s, m)),
      Mistake("cos(theta + m) used past theta = pi - m: there it grows again as theta grows; the reference switches to "
              "cos(theta) - m sin(m) when cos(theta) <= cos(pi - m) (see the chapter)",
-             lambda c, l, s=64.0, m=0.5: s * torch.where(_one_hot(c, l), torch.cos(torch.acos(c.clamp(-1, 1)) + m), c))),
+             lambda c, l, s=64.0, m=0.5: s * torch.where(F.one_hot(l, c.shape[1]).bool(),
+                                                         torch.cos(torch.acos(c.clamp(-1, 1)) + m), c))),
     ("the margin belongs to the target's angle: cos(theta + m) = cos(theta) cos(m) - sin(theta) sin(m)",
      "every logit is scaled by s once"),
     {"grad:nan": "NaN gradient at cos = 1: the derivative of acos (and of sqrt(1 - cos^2)) is infinite at cos = +-1; "
@@ -984,9 +987,10 @@ def check_arcface_logits(fn: Callable[..., torch.Tensor]) -> None:
             return (cos.requires_grad_(), labels), dict(kw)
         return inputs
     configs = [(6, 5, {}, False), (8, 7, {"s": 30.0, "m": 0.3}, False), (4, 3, {}, True)]
-    run_function_check(_ARCFACE, fn, [Case(_call_text(_label(fn), [f"cosine ({n}, {c})" + (" with +-1" if e else
-                                                                                          ""), "labels"], kw).replace("'", ""),
-                                           None, None, make(n, c, kw, e), finite_only=e) for n, c, kw, e in configs])
+    text = "{}(cosine ({}, {}){}, labels{})"
+    run_function_check(_ARCFACE, fn, [Case(text.format(_label(fn), n, c, " with +-1" if e else "", "".join(
+        f", {k}={v}" for k, v in kw.items())), None, None, make(n, c, kw, e), finite_only=e)
+        for n, c, kw, e in configs])
 
 
 def _roc_step(scores: torch.Tensor, same: torch.Tensor, far: float, step: int, on_same: bool = False) -> float:
@@ -1003,7 +1007,8 @@ _TAR = Exercise(
      Mistake("threshold direction reversed: you accept pairs whose score is BELOW the threshold; a higher score "
              "means more alike, so accept score >= threshold", lambda sc, sa, far: tar_at_far(-sc, sa, far)),
      Mistake("off by one (>= vs >): your threshold accepts one more impostor score than the FAR allows; the reference "
-             "takes the lowest threshold whose measured FAR is at most far", lambda sc, sa, far: _roc_step(sc, sa, far, 1)),
+             "takes the lowest threshold whose measured FAR is at most far",
+             lambda sc, sa, far: _roc_step(sc, sa, far, 1)),
      Mistake("off by one (>= vs >): your threshold is one score stricter than needed; the reference accepts every pair "
              "with score >= the lowest threshold whose measured FAR is at most far",
              lambda sc, sa, far: _roc_step(sc, sa, far, -1))),
@@ -1057,10 +1062,11 @@ _IDENTITY = Exercise(
                            "bilinearly (align_corners=False), as resnet_arcface.preprocess does",
      "grad:target": "target not detached: a gradient flows into target; GFPGAN computes the target's embedding "
                     "without a graph (torch.no_grad() or .detach()): only the restored image is pushed"},
-    lambda args, ref_args: ("model in train mode: your function runs the network in train mode (BatchNorm on batch "
-                            "statistics, dropout on); GFPGAN's identity network is frozen in eval mode"
-                            if any(args[0].modes) else "your function left the network in train mode; leave it in "
-                            "eval mode" if args[0].training else ""), what="loss and the gradients of output and target")
+    after=lambda args, ref_args: (
+        "model in train mode: your function runs the network in train mode (BatchNorm on batch statistics, dropout "
+        "on); GFPGAN's identity network is frozen in eval mode" if any(args[0].modes) else "your function left the "
+        "network in train mode; leave it in eval mode" if args[0].training else ""),
+    what="loss and the gradients of output and target")
 
 
 def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
@@ -1105,7 +1111,8 @@ def _fold_left(args: Tuple, ref_args: Tuple) -> str:
 
 _FOLD = Exercise(
     "check_fold_conv_bn", fold_conv_bn, "(conv, bn) -> nn.Conv2d",
-    (Mistake("forgot the BN bias (beta): your folded bias lacks + bn.bias", lambda c, b: _fold_variant(c, b, beta=False)),
+    (Mistake("forgot the BN bias (beta): your folded bias lacks + bn.bias",
+             lambda c, b: _fold_variant(c, b, beta=False)),
      Mistake("forgot the running mean: your folded bias is conv.bias * scale + beta; it must be (conv.bias - "
              "running_mean) * scale + beta", lambda c, b: _fold_variant(c, b, mean=False)),
      Mistake("forgot the BN bias and the running mean: your folded bias is only conv.bias * scale",
@@ -1120,7 +1127,8 @@ _FOLD = Exercise(
     ("scale = gamma / sqrt(running_var + eps) per output channel", "weight * scale.view(-1, 1, 1, 1)",
      "bias = (conv.bias or 0 - running_mean) * scale + beta"),
     {"error:size of tensor": "scaled the wrong axis: BatchNorm scales each OUTPUT channel, so multiply weight by "
-                             "scale.view(-1, 1, 1, 1) (dimension 0)"}, _fold_left, what="the folded convolution's output")
+                             "scale.view(-1, 1, 1, 1) (dimension 0)"},
+    after=_fold_left, what="the folded convolution's output")
 
 
 def check_fold_conv_bn(fn: Callable[[nn.Conv2d, nn.BatchNorm2d], nn.Conv2d]) -> None:

@@ -138,7 +138,8 @@ def grade_notebook(path: Path, exercises: Sequence[Tuple[str, str]], timeout: fl
         if isinstance(entry, dict) and isinstance(entry.get("result"), list) and len(entry["result"]) == 2:
             results[str(entry.get("exercise"))] = (entry["result"][0] is True, str(entry["result"][1]))
     errors = [o for o in grader.outputs if o.get("output_type") == "error"]
-    missing = (f"the checks timed out ({check_timeout:g} s per exercise)" if timed_out else "the grader's cell failed: " + (f"{errors[0].ename}: {errors[0].evalue}" if errors else "no result"))
+    missing = (f"the checks timed out ({check_timeout:g} s per exercise)" if timed_out else "the grader's cell "
+               "failed: " + (f"{errors[0].ename}: {errors[0].evalue}" if errors else "no result"))
     return {ex: results.get(ex, (False, missing)) for ex, _ in exercises}
 
 
