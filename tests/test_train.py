@@ -46,6 +46,7 @@ def test_fit_one_epoch(tiny):
     history = fit(model, x, y, epochs=1, batch_size=8, device="cpu", val=val, progress=False)
     assert history["epoch"] == [1] and np.isfinite(history["loss"][0])
     assert 0 <= history["train_accuracy"][0] <= 1 and history["images_per_s"][0] > 0
+    assert history["lr"] == [0.0]  # warm-up, then the cosine reaches zero on the last step
     assert set(history["verification"][0]) == {"auc", "tar_at_far", "threshold", "accuracy"}
     assert not model.training  # left in eval mode, ready to embed
 

@@ -56,7 +56,11 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> List[torch.Tensor]:
-    """A shuffled epoch of index batches; the tail is dropped so no batch has 1 sample (bn5 fails on one)."""
+    """A shuffled epoch of equal index batches.
+
+    The remainder (fewer than ``batch_size`` images, different ones each epoch) is dropped, so no batch is
+    ever a single image, which ``bn5`` cannot normalise in train mode.
+    """
     order = torch.randperm(n, generator=generator)
     if n <= batch_size:
         return [order]
