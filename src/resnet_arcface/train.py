@@ -121,7 +121,8 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: s
         raise ValueError(f"fit: unknown loss {loss!r}; expected one of {sorted(LOSSES)}.")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"fit: unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZERS)}.")
-    device = pick_device(device) if isinstance(device, str) else torch.device(device)
+    # pick_device checks availability of the names it knows; "cuda:1" and torch.device objects pass as given.
+    device = pick_device(device) if device in ("auto", "cpu", "cuda", "mps") else torch.device(device)
     classes, targets = torch.unique(labels, return_inverse=True)
     if head is None:
         torch.manual_seed(seed)
