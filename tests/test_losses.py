@@ -7,15 +7,7 @@ import torch.nn.functional as F
 
 from resnet_arcface import resnet_arcface_small
 from resnet_arcface.losses import MarginHead, arcface_logits, cosface_logits, cosine_logits, identity_loss
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: tiny networks gain nothing from more, and on a busy machine extra threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
 S, M = 64.0, 0.5
 TH, MM = math.cos(math.pi - M), math.sin(M) * M  # InsightFace's threshold and fallback margin

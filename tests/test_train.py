@@ -11,6 +11,7 @@ from PIL import Image
 from resnet_arcface import load_checkpoint, resnet_arcface_small, synthetic_faces
 from resnet_arcface.cli import train_main, verify_main
 from resnet_arcface.train import fit
+from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--threads", "1", "--device", "cpu", "--no-progress"]
 
@@ -23,15 +24,6 @@ def _run(main, argv, capsys):
         status = exc.code
     out, err = capsys.readouterr()
     return status, out, err
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: tiny networks gain nothing from more, and on a busy machine extra threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,7 @@ from torch import nn
 
 from resnet_arcface import resnet_arcface_small
 from resnet_arcface.verify import embed, evaluate, evaluate_embeddings, pair_scores, roc, tar_at_far
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: tiny networks gain nothing from more, and on a busy machine extra threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
 # Six pairs, three genuine: accepting at score >= t gives, from t = +inf down to 0.4,
 # FAR 0, 0, 1/3, 1/3, 1/3, 2/3, 1 and TAR 0, 1/3, 1/3, 2/3, 1, 1, 1.
