@@ -70,3 +70,16 @@ def test_pick_device(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available here"):
             pick_device("cuda")
+
+
+def test_preprocess_size_feeds_a_configured_network():
+    rgb = torch.rand(2, 3, 60, 50)
+    out = preprocess(rgb, size=32)
+    assert out.shape == (2, 1, 32, 32)
+    # The same steps as GFPGAN's, only the resize target differs.
+    gray = 0.2989 * (rgb[:, 0] * 2 - 1) + 0.5870 * (rgb[:, 1] * 2 - 1) + 0.1140 * (rgb[:, 2] * 2 - 1)
+    expected = F.interpolate(gray.unsqueeze(1), (32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(preprocess(rgb, size=128), preprocess(rgb))
+    with pytest.raises(ValueError, match=r"size must be a positive int.*got 0"):
+        preprocess(rgb, size=0)
