@@ -64,10 +64,12 @@ def available_backends(device: torch.device | str = "cpu") -> Dict[str, Optional
     """Which backends can run on ``device``: name -> None if available, else the reason why not."""
     device = torch.device(device)
     status: Dict[str, Optional[str]] = {name: None for name in BACKENDS}
-    missing = [p for p in ("onnx", "onnxruntime") if importlib.util.find_spec(p) is None]
+    missing = [p for p in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(p) is None]
     if missing:
         status["onnxruntime"] = (f"the 'onnxruntime' backend needs {' and '.join(missing)}: "
                                  f"pip install {' '.join(missing)}  (or pip install 'resnet-arcface[fast]')")
+    elif tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 6):
+        status["onnxruntime"] = f"the 'onnxruntime' backend exports with torch.onnx.export(dynamo=True): torch >= 2.6"
     elif device.type not in ("cpu", "cuda"):
         status["onnxruntime"] = f"the 'onnxruntime' backend runs on cpu or cuda, not {device.type}"
     elif device.type == "cuda":
@@ -96,6 +98,7 @@ class Embedder:
         min_cosine: Smallest per-embedding cosine with eager float32 on a random check batch
             (None when built with ``check=False``).
         fallbacks: For ``"auto"``, the backends skipped and why.
+        onnx_model: The exported, checked ``onnx.ModelProto`` (``"onnxruntime"`` only; else None).
 
     Shape:
         - Input: ``(N, 1, S, S)`` float, ``S = model.input_size`` (128 for GFPGAN), on ``device``.
@@ -110,6 +113,7 @@ class Embedder:
         self.setup_s = 0.0
         self.min_cosine: Optional[float] = None
         self.fallbacks: List[Tuple[str, str]] = []
+        self.onnx_model: object = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         _validate(x, self.input_size)
@@ -183,8 +187,9 @@ def optimize(model: nn.Module, backend: str = "auto", batch_size: Optional[int] 
 
     start = time.perf_counter()
     input_size = int(getattr(model, "input_size", 128))
-    run, pad = _build(model, backend, batch_size, device, input_size, threads)
+    run, pad, onnx_model = _build(model, backend, batch_size, device, input_size, threads)
     embedder = Embedder(run, backend, device, input_size, batch_size, pad)
+    embedder.onnx_model = onnx_model
     warm = torch.randn(batch_size or 2, 1, input_size, input_size, device=device)
     out = embedder(warm)  # the first call compiles, allocates, and picks kernels: part of the cold start
     embedder.setup_s = time.perf_counter() - start
@@ -199,32 +204,33 @@ def optimize(model: nn.Module, backend: str = "auto", batch_size: Optional[int] 
 
 
 def _build(model: nn.Module, backend: str, batch_size: Optional[int], device: torch.device, input_size: int,
-           threads: Optional[int]) -> Tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
-    """The backend's run function, and whether it needs full, zero-padded chunks (static shapes)."""
+           threads: Optional[int]) -> Tuple[Callable[[torch.Tensor], torch.Tensor], bool, object]:
+    """The backend's run function, whether it needs full, zero-padded chunks (static shapes), and the
+    exported ONNX model (ONNX Runtime only, else None)."""
     if backend == "eager":
-        return model, False
+        return model, False, None
     if backend == "fold":
-        return fold_batchnorm(model), False
+        return fold_batchnorm(model), False, None
     if backend in ("channels_last", "fold_channels_last"):
         net = to_channels_last(fold_batchnorm(model) if backend == "fold_channels_last" else model)
-        return (lambda x: net(x.contiguous(memory_format=torch.channels_last))), False
+        return (lambda x: net(x.contiguous(memory_format=torch.channels_last))), False, None
     if backend == "bf16":
         net = to_channels_last(fold_batchnorm(model))
 
         def run_bf16(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 return net(x.contiguous(memory_format=torch.channels_last)).float()
-        return run_bf16, False
+        return run_bf16, False, None
     if backend == "compile":
         # Freezing lets Inductor treat the weights as constants: it folds BatchNorm into the convolutions
         # itself and pre-packs the weights in oneDNN's blocked layout (the recommended CPU inference setting).
         options = {"freezing": True} if device.type == "cpu" else {}
         net = torch.compile(copy.deepcopy(model), dynamic=batch_size is None, options=options)
-        return net, batch_size is not None
+        return net, batch_size is not None, None
     if backend == "onnxruntime":
-        net = for_onnx_runtime(fold_batchnorm(model).cpu())
-        session = onnx_session(export_onnx(net, input_size, batch_size), threads, device)
-        return (lambda x: _run_session(session, x)), batch_size is not None
+        proto = export_onnx(for_onnx_runtime(fold_batchnorm(model).cpu()), input_size, batch_size)
+        session = onnx_session(proto, threads, device)
+        return (lambda x: _run_session(session, x)), batch_size is not None, proto
     raise AssertionError(backend)
 
 
