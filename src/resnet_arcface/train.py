@@ -93,7 +93,9 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: s
         lr: Peak learning rate; ``None`` takes the optimizer's default from :data:`OPTIMIZERS`.
         optimizer: ``"sgd"`` (momentum 0.9) or ``"adamw"``.
         weight_decay: ``None`` takes the optimizer's default.
-        s, m: The head's scale and margin; ``None`` takes the loss's defaults (``LOSSES``).
+        s, m: The head's scale and margin; ``None`` takes the loss's defaults (InsightFace's, ``LOSSES``).
+            Its s = 64 is made for tens of thousands of identities; with a few hundred, ArcFace at s = 64
+            stays near chance and s = 16 trains well (``arcface-train`` defaults to 16).
         warmup: Fraction of all steps spent warming up the learning rate.
         flip: Random horizontal flips (faces are nearly symmetric; identity does not change).
         seed: Seeds the head's initialisation, the batch order, flips and dropout.
