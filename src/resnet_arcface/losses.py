@@ -22,7 +22,9 @@ from .data import preprocess
 LOSSES = {"arcface": (64.0, 0.5), "cosface": (64.0, 0.35), "softmax": (None, None)}
 
 # Below this, sin(theta) = sqrt(1 - cos^2) is taken as sqrt(_SIN2_EPS): d sqrt(x)/dx = 1 / (2 sqrt(x)) is
-# infinite at x = 0 (cos = +-1), and clamp passes no gradient below its bound, so the gradient stays finite.
+# infinite at x = 0 (cos = +-1), and clamp passes no gradient below its bound, so the gradient stays finite
+# (at most about s sin(m) / sqrt(_SIN2_EPS) just inside +-1). It is needed even where torch.where picks the
+# other branch: where's backward multiplies the unused branch's gradient by 0, and 0 * inf is NaN.
 _SIN2_EPS = 1e-7
 
 
@@ -71,8 +73,9 @@ def arcface_logits(cosine: torch.Tensor, labels: torch.Tensor, s: float = 64.0, 
     **Past pi.** ``cos(theta + m)`` stops decreasing once ``theta + m > pi``: a target that moves *further* from
     its class would get a *higher* logit, i.e. be rewarded. Three conventions exist:
 
-    - *Threshold* (taken here; InsightFace's PyTorch ``ArcFace`` loss before 2022, and ronghuaiyang's
-      ``ArcMarginProduct``, whose ``th``/``mm`` names GFPGAN's network comes from): when ``theta > pi - m``
+    - *Threshold* (taken here; the earlier ``ArcFace`` class of InsightFace's ``arcface_torch/losses.py``, and
+      ``ArcMarginProduct`` in ronghuaiyang's arcface-pytorch, the code GFPGAN's network comes from, which
+      names the constants ``th`` and ``mm``): when ``theta > pi - m``
       (``cos(theta) <= th = cos(pi - m)``) use ``cos(theta) - mm`` with ``mm = m sin(m)``, CosFace's linear
       penalty. The target logit then decreases with ``theta`` everywhere (it steps down by ``m sin(m) - (1 -
       cos m)`` at the threshold) and its gradient stays that of the formula it reports.
