@@ -24,7 +24,7 @@ LOSSES = {"arcface": (64.0, 0.5), "cosface": (64.0, 0.35), "softmax": (None, Non
 # Below this, sin(theta) = sqrt(1 - cos^2) is taken as sqrt(_SIN2_EPS): d sqrt(x)/dx = 1 / (2 sqrt(x)) is
 # infinite at x = 0 (cos = +-1), and clamp passes no gradient below its bound, so the gradient stays finite
 # (at most about s sin(m) / sqrt(_SIN2_EPS) just inside +-1). It is needed even where torch.where picks the
-# other branch: where's backward multiplies the unused branch's gradient by 0, and 0 * inf is NaN.
+# other branch: the unused branch gets a zero gradient, and sqrt's backward turns 0 * 1 / (2 sqrt(0)) into NaN.
 _SIN2_EPS = 1e-7
 
 
