@@ -854,8 +854,9 @@ def check_resnet_arcface(cls: type) -> None:
     Builds ``'IRBlock'`` networks with ``layers`` (1, 1, 1, 1) (``use_se`` at its default) and (2, 2, 2, 2)
     with ``use_se`` False (GFPGAN's) and True; checks each one's structure and initialisation, and on the same
     weights its eval-mode output; train-mode outputs for the first two; and the gradients of every parameter
-    for the smallest one only (a backward pass through the whole network is the costliest step). Takes about
-    10-20 s on a laptop CPU. The learner's class may use the package's ``IRBlock``.
+    for the smallest one only (a backward pass through the whole network is the costliest step). The slowest
+    check: 39 s measured on a 2-core CPU shared with other jobs (load 9), less on a quiet machine. The
+    learner's class may use the package's ``IRBlock``.
 
     Raises:
         CheckFailed: naming the configuration and what differs.

@@ -68,7 +68,7 @@ def __arcface_grade(checks_module, exercises):
             except BaseException as error:
                 message = str(error).strip()
                 if not isinstance(error, AssertionError) or not message:
-                    message = f"{type(error).__name__}: {message}".rstrip(": ")
+                    message = f"{type(error).__name__}: {message}" if message else type(error).__name__
                 result = [False, message]
         display({"%s": {"exercise": exercise, "result": result}}, raw=True)
 
@@ -154,7 +154,8 @@ def find_submissions(folder: Path) -> Dict[str, List[Path]]:
             learners.setdefault(entry.stem, []).append(entry)
         elif entry.is_dir() and not entry.name.startswith("."):
             notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-            learners.setdefault(entry.name, []).extend(notebooks) if notebooks else None
+            if notebooks:
+                learners[entry.name] = notebooks
     return learners
 
 
