@@ -185,6 +185,7 @@ def run_benchmark(model: nn.Module, backends: Sequence[str], batch_sizes: Sequen
         A JSON-ready dict: ``machine``, ``config``, ``peak_gflops``, ``backends`` (cold start, cosine)
         and ``results`` (one row per backend and batch size).
     """
+    load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None  # how busy the machine was
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -229,7 +230,9 @@ def run_benchmark(model: nn.Module, backends: Sequence[str], batch_sizes: Sequen
                          "images_per_s": n / t, "speedup": eager / t, "gflops": gflops,
                          "fraction_of_mm_peak": gflops / peak_gflops})
     config = {k: getattr(model, k, None) for k in ("widths", "input_size", "embedding_dim", "use_se", "layers")}
-    return {"machine": machine_info(threads) | {"load_average_end": list(os.getloadavg())},
+    machine = machine_info(threads)
+    machine["load_average_end"], machine["load_average"] = machine["load_average"], load_start
+    return {"machine": machine,
             "config": {**config, "multiply_adds_per_image": macs, "repeats": repeats,
                        "statistic": "median over rounds"},
             "peak_gflops": peak_gflops, "peak_gflops_all": peaks, "backends": meta, "results": rows}
