@@ -1,5 +1,6 @@
 """The fast path: exact BatchNorm folding (and its bn0 trap), every backend against eager float32,
 the ONNX export, unavailable backends, and fc5 compression. No timings: the benchmark measures speed."""
+import copy
 import importlib.util
 import os
 
@@ -225,7 +226,7 @@ def test_fc5_compression_round_trip(fmt, max_rel, trained_model):
     packed = compress_state_dict(state, fc5=fmt)
     restored = decompress_state_dict(packed)
     assert set(restored) == set(state)
-    model = resnet_arcface_small().eval()
+    model = copy.deepcopy(trained_model)
     model.load_state_dict(restored)  # strict: the keys and shapes of a normal checkpoint
     w, w0 = restored["fc5.weight"], state["fc5.weight"]
     assert w.dtype == torch.float32
