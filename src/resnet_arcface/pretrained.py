@@ -1,0 +1,164 @@
+"""Weights that ship inside the package, trained here on synthetic identities: :func:`pretrained`.
+
+GFPGAN's ``arcface_resnet18.pth`` cannot be downloaded or shipped, so the package trains its own:
+:func:`resnet_arcface.resnet_arcface_small` with an ArcFace head on :func:`resnet_arcface.synthetic_faces`,
+from a fixed seed, in minutes on a laptop CPU (``make weights``, which runs :func:`build`). Next to the
+weights, ``weights/<name>.json`` records the recipe, the network's configuration and open-set
+verification on identities the network never saw, for the shipped ArcFace network, for softmax and
+CosFace heads trained on the same budget, and for raw pixels.
+
+Note: ``resnet_arcface.pretrained`` (the package attribute) is the function :func:`pretrained`; this
+module is ``resnet_arcface.pretrained`` in ``sys.modules`` (``from resnet_arcface.pretrained import build``).
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .model import SMALL_CONFIG, ResNetArcFace
+
+#: Where the shipped weights live (package data: see pyproject.toml).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Names :func:`pretrained` knows.
+AVAILABLE = ("synthetic",)
+
+#: How the shipped weights are trained: identities, images and the optimisation, all from ``seed``.
+RECIPE: Dict[str, Any] = dict(identities=1000, per_identity=12, seed=0, epochs=8, batch_size=64,
+                              optimizer="adamw", lr=2e-3, flip=True)
+#: Scale and margin of each margin loss: one scale for both (InsightFace's s = 64, tuned for 85,000
+#: identities, does not train with a thousand and this budget), each loss's usual margin.
+MARGINS: Dict[str, Dict[str, float]] = {"arcface": dict(s=32.0, m=0.5), "cosface": dict(s=32.0, m=0.35)}
+#: Open-set evaluation: identities of another seed (disjoint from training's), every pair of their images:
+#: 179,700 pairs, 1,500 of them genuine, so about 178 false accepts set the threshold at FAR = 1e-3.
+#: Seed 2000 is also ``arcface-verify``'s default for networks trained on seed 0.
+EVALUATION: Dict[str, Any] = dict(identities=100, per_identity=6, seed=2000)
+#: The bar the shipped network must clear on the evaluation identities.
+REQUIREMENT: Dict[str, float] = dict(far=1e-3, min_tar=0.90)
+#: Losses trained side by side on the same budget; the first one is shipped.
+LOSSES = ("arcface", "cosface", "softmax")
+
+
+def _check_name(name: str) -> None:
+    if name not in AVAILABLE:
+        raise ValueError(f"Unknown pretrained weights {name!r}; available: {list(AVAILABLE)}.")
+    if not (WEIGHTS_DIR / f"{name}.pt").is_file() or not (WEIGHTS_DIR / f"{name}.json").is_file():
+        raise FileNotFoundError(f"The {name!r} weights are missing from {WEIGHTS_DIR}; rebuild them with "
+                                f"`make weights` (or python -m resnet_arcface.pretrained).")
+
+
+def metrics(name: str = "synthetic") -> Dict[str, Any]:
+    """The ``<name>.json`` that ships with the weights: recipe, configuration and verification results."""
+    _check_name(name)
+    return json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+
+
+def pretrained(name: str = "synthetic", map_location: Union[str, torch.device] = "cpu") -> ResNetArcFace:
+    """A network with the package's own trained weights, in eval mode.
+
+    ``"synthetic"`` is :func:`resnet_arcface.resnet_arcface_small` (32x32 gray input, 128-d embedding)
+    trained with ArcFace on synthetic identities; see :func:`metrics` for how well it verifies unseen ones.
+    The weights are read with :func:`resnet_arcface.load_checkpoint` (``weights_only``, strict keys).
+
+    Args:
+        name: Which weights; one of :data:`AVAILABLE`.
+        map_location: Where to load the tensors.
+
+    Returns:
+        The network in eval mode (BatchNorm uses its running statistics, dropout is off).
+
+    Shape:
+        - Input: ``(N, 1, 32, 32)`` in [-1, 1]: ``preprocess(images, size=model.input_size)``.
+        - Output: ``(N, 128)``, the embedding.
+    """
+    _check_name(name)
+    config = dict(metrics(name)["model"])
+    config["layers"], config["widths"] = tuple(config["layers"]), tuple(config["widths"])
+    model = ResNetArcFace(**config)
+    load_checkpoint(model, WEIGHTS_DIR / f"{name}.pt", map_location=map_location)
+    return model.eval()
+
+
+def build(out: Union[str, Path] = WEIGHTS_DIR, name: str = "synthetic", losses: Sequence[str] = LOSSES,
+          progress: bool = False) -> Dict[str, Any]:
+    """Train the shipped network (and its softmax/CosFace comparisons) and write ``out/<name>.{pt,json}``.
+
+    Every loss gets the same data, epochs, optimizer and seed; only the head differs. The weights of
+    ``losses[0]`` are written; all results, and raw-pixel verification, go into the JSON.
+
+    Returns:
+        The JSON written, as a dict.
+    """
+    from .faces import synthetic_faces
+    from .model import resnet_arcface_small
+    from .train import fit
+    from .verify import evaluate, evaluate_embeddings
+
+    tic = time.perf_counter()
+    size, r, ev = SMALL_CONFIG["input_size"], RECIPE, EVALUATION
+    images, labels = synthetic_faces(r["identities"], r["per_identity"], size=size, seed=r["seed"])
+    test_images, test_labels = synthetic_faces(ev["identities"], ev["per_identity"], size=size, seed=ev["seed"])
+    results: Dict[str, Any] = {"pixels": _rounded(evaluate_embeddings(test_images.flatten(1), test_labels))}
+    shipped: Optional[ResNetArcFace] = None
+    for loss in losses:
+        start = time.perf_counter()
+        torch.manual_seed(r["seed"])
+        model = resnet_arcface_small()
+        history = fit(model, images, labels, loss=loss, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
+                      optimizer=r["optimizer"], flip=r["flip"], seed=r["seed"], device="cpu", progress=progress,
+                      **MARGINS.get(loss, {}))
+        results[loss] = {**_rounded(evaluate(model, test_images, test_labels)),
+                         "train_loss": [round(v, 4) for v in history["loss"]],
+                         "train_accuracy": [round(v, 4) for v in history["train_accuracy"]],
+                         "train_seconds": round(time.perf_counter() - start, 1)}
+        print(f"{loss}: {results[loss]}", flush=True)
+        shipped = model if shipped is None else shipped
+    assert shipped is not None, "losses must name at least one loss"
+    return write(out, name, losses[0], shipped, results, time.perf_counter() - tic)
+
+
+def write(out: Union[str, Path], name: str, loss: str, model: ResNetArcFace, results: Dict[str, Any],
+          seconds: float) -> Dict[str, Any]:
+    """Write ``model``'s state_dict to ``out/<name>.pt`` and the report of ``results`` to ``out/<name>.json``."""
+    report = {
+        "name": name, "weights": f"{name}.pt", "loss": loss,
+        "model": {k: (v if isinstance(v, (int, bool, str)) else list(v)) for k, v in SMALL_CONFIG.items()},
+        "recipe": {**RECIPE, "size": SMALL_CONFIG["input_size"], "margins": MARGINS},
+        "evaluation": {**EVALUATION, "size": SMALL_CONFIG["input_size"],
+                       "protocol": "open set: identities of another seed than training's; every pair of their "
+                                   "images, scored by the cosine of the embeddings"},
+        "requirement": REQUIREMENT, "results": results,
+        "seconds": round(seconds, 1), "torch": torch.__version__, "command": "make weights",
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / f"{name}.pt")
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _rounded(result: Dict[str, Any]) -> Dict[str, Any]:
+    """An :func:`~resnet_arcface.verify.evaluate` dict with JSON-friendly keys ("0.001") and 4 decimals."""
+    tar = {str(far): round(rate, 4) for far, rate in result["tar_at_far"].items()}
+    return {"auc": round(result["auc"], 4), "tar_at_far": tar, "threshold": round(result["threshold"], 4),
+            "accuracy": round(result["accuracy"], 4)}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """``python -m resnet_arcface.pretrained``: rebuild the shipped weights (what ``make weights`` runs)."""
+    parser = argparse.ArgumentParser(prog="python -m resnet_arcface.pretrained", description=build.__doc__)
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"folder to write to (default: {WEIGHTS_DIR})")
+    parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated, the shipped one first")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    report = build(args.out, losses=tuple(args.losses.split(",")), progress=True)
+    tar = report["results"][report["loss"]]["tar_at_far"][str(REQUIREMENT["far"])]
+    print(f"wrote {args.out}: TAR {tar:.3f} at FAR {REQUIREMENT['far']:g} in {report['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

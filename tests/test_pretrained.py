@@ -1,0 +1,58 @@
+"""The weights that ship inside the package: they load, and they verify identities they never saw."""
+import pytest
+import torch
+
+import resnet_arcface
+from resnet_arcface import pretrained, synthetic_faces
+from resnet_arcface.pretrained import REQUIREMENT, WEIGHTS_DIR, metrics
+from resnet_arcface.verify import evaluate, evaluate_embeddings
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pretrained("synthetic")
+
+
+def test_loads_in_eval_mode_with_the_small_configuration(model):
+    assert resnet_arcface.pretrained is pretrained  # the package attribute is the function
+    assert not model.training
+    assert (model.input_size, model.embedding_dim, model.widths) == (32, 128, (16, 32, 64, 128))
+    assert model(torch.rand(1, 1, 32, 32) * 2 - 1).shape == (1, 128)  # a batch of one works in eval mode
+
+
+def test_shipped_files_are_small_and_plain():
+    weights = WEIGHTS_DIR / "synthetic.pt"
+    assert weights.stat().st_size <= 5 * 2**20
+    state = torch.load(weights, weights_only=True)  # a plain state_dict: tensors only
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_recorded_metrics_meet_the_stated_bar():
+    report = metrics("synthetic")
+    far = str(report["requirement"]["far"])
+    results = report["results"]
+    assert report["requirement"] == REQUIREMENT
+    assert results[report["loss"]]["tar_at_far"][far] >= report["requirement"]["min_tar"]
+    # The comparison is recorded, and raw pixels are far below the network.
+    assert {"arcface", "cosface", "softmax", "pixels"} <= set(results)
+    assert results["pixels"]["tar_at_far"][far] < 0.5 * results["arcface"]["tar_at_far"][far]
+    # Evaluation identities are not training identities (different seeds give disjoint identities).
+    assert report["evaluation"]["seed"] != report["recipe"]["seed"]
+
+
+def test_verifies_fresh_unseen_identities(model):
+    # Identities of a seed used neither in training nor in the recorded evaluation.
+    report = metrics("synthetic")
+    seed = 4321
+    assert seed not in (report["recipe"]["seed"], report["evaluation"]["seed"])
+    images, labels = synthetic_faces(60, 6, size=model.input_size, seed=seed)  # 64,620 pairs, 900 genuine
+    result = evaluate(model, images, labels)
+    pixels = evaluate_embeddings(images.flatten(1), labels)
+    # A smaller sample than the recorded one, so allow a little slack below the bar.
+    assert result["tar_at_far"][1e-3] >= REQUIREMENT["min_tar"] - 0.05
+    assert result["auc"] > 0.99 and pixels["tar_at_far"][1e-3] < 0.2
+
+
+def test_unknown_name_lists_the_available_ones():
+    with pytest.raises(ValueError, match=r"Unknown pretrained weights 'gfpgan'; available: \['synthetic'\]"):
+        pretrained("gfpgan")
