@@ -16,6 +16,7 @@ The convolutions are left in float32: they hold the compute, and the exact backe
 """
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import os
@@ -76,6 +77,46 @@ def checkpoint_bytes(state_dict: Mapping[str, torch.Tensor]) -> int:
     return buffer.getbuffer().nbytes
 
 
+_FC5_MATMUL = "fc5_matmul"  # the name of fc5's product once it is a MatMul (see _fc5_as_matmul)
+
+
+def _fc5_as_matmul(proto: "onnx.ModelProto") -> "onnx.ModelProto":  # noqa: F821
+    """A copy of ``proto`` with fc5's ``Gemm`` written as ``MatMul`` + ``Add``, under a name of our own.
+
+    ONNX Runtime's quantiser rewrites a Gemm into a MatMul itself but gives it a new name, so a Gemm
+    cannot be singled out with ``nodes_to_quantize``; a MatMul we name ourselves can.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = copy.deepcopy(proto)
+    graph = model.graph
+    nodes = [n for n in graph.node if any(i.startswith("fc5.weight") for i in n.input)]
+    if len(nodes) != 1 or nodes[0].op_type != "Gemm":
+        raise ValueError(f"expected one Gemm reading fc5.weight in the exported model, found "
+                         f"{[(n.op_type, n.name) for n in nodes]}.")
+    gemm = nodes[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+    if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
+        raise ValueError(f"fc5's Gemm has unexpected attributes {attrs}.")
+    initializers = {t.name: t for t in graph.initializer}
+    weight = numpy_helper.to_array(initializers[gemm.input[1]])  # (D, K) with transB=1
+    weight = weight.T.copy() if attrs.get("transB", 0) else weight  # (K, D): MatMul's layout
+    graph.initializer.append(numpy_helper.from_array(weight, "fc5.weight_kd"))
+    product = helper.make_node("MatMul", [gemm.input[0], "fc5.weight_kd"], ["fc5_product"], name=_FC5_MATMUL)
+    replacement = [product]
+    if len(gemm.input) > 2 and gemm.input[2]:
+        replacement.append(helper.make_node("Add", ["fc5_product", gemm.input[2]], list(gemm.output), name="fc5_bias"))
+    else:
+        product.output[0] = gemm.output[0]
+    position = list(graph.node).index(gemm)
+    graph.node.remove(gemm)
+    for offset, node in enumerate(replacement):
+        graph.node.insert(position + offset, node)
+    onnx.checker.check_model(model)
+    return model
+
+
 def quantize_fc5_onnx(proto: "onnx.ModelProto") -> "onnx.ModelProto":  # noqa: F821
     """Dynamic int8 quantisation of ``fc5`` alone in an exported model (ONNX Runtime's quantiser).
 
@@ -90,16 +131,23 @@ def quantize_fc5_onnx(proto: "onnx.ModelProto") -> "onnx.ModelProto":  # noqa: F
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    fc5_nodes = [n.name for n in proto.graph.node if any(i.startswith("fc5.weight") for i in n.input)]
-    if len(fc5_nodes) != 1:
-        raise ValueError(f"expected one node reading fc5.weight in the exported model, found {fc5_nodes}.")
     with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "fc5_int8.onnx")
+        exported, prepared, quantised = (os.path.join(folder, f) for f in ("a.onnx", "b.onnx", "c.onnx"))
+        onnx.save(_fc5_as_matmul(proto), exported)
         root, level = logging.getLogger(), logging.getLogger().level
-        root.setLevel(logging.ERROR)  # the quantiser logs advice about pre-processing whole CNNs; we change one node
+        root.setLevel(logging.ERROR)  # the quantiser logs advice meant for whole CNNs; we change one node
         try:
-            quantize_dynamic(proto, path, nodes_to_quantize=fc5_nodes, per_channel=True, weight_type=QuantType.QInt8)
+            # The quantiser needs every tensor's shape; without this pass it silently quantises nothing.
+            quant_pre_process(exported, prepared, skip_optimization=True, skip_symbolic_shape=True)
+            quantize_dynamic(prepared, quantised, op_types_to_quantize=["MatMul"], nodes_to_quantize=[_FC5_MATMUL],
+                             per_channel=True, weight_type=QuantType.QInt8)
         finally:
             root.setLevel(level)
-        return onnx.load(path)
+        model = onnx.load(quantised)
+    integer = [n for n in model.graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    if len(integer) != 1:
+        raise RuntimeError(f"ONNX Runtime's quantiser made {len(integer)} integer matrix products, expected one (fc5); "
+                           "please report this with your onnxruntime version.")
+    return model
