@@ -96,22 +96,41 @@ def test_fold_batchnorm_refuses_train_mode():
         fold_batchnorm(resnet_arcface_small())
 
 
+def fold_bn_before_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
+    """The tempting, WRONG fold of a BatchNorm that comes before a zero-padded convolution."""
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        wrong = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True)
+        wrong.weight.copy_(conv.weight * scale.view(1, -1, 1, 1))  # scale each INPUT channel
+        wrong.bias.copy_((conv.weight * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3)))  # as if padding held `shift`
+    return wrong
+
+
 def test_folding_bn0_would_break_exactness_at_the_border():
     """The trap: bn0 comes BEFORE conv1, which pads with zeros. Folded into conv1, its shift would
     reach the padded border too, where the real block sees zeros: the output changes there only."""
     block = randomize_(IRBlock(8, 8, use_se=False)).eval()
     x = torch.randn(2, 8, 12, 12)
     with torch.no_grad():
-        scale = block.bn0.weight / torch.sqrt(block.bn0.running_var + block.bn0.eps)
-        shift = block.bn0.bias - block.bn0.running_mean * scale
-        wrong = nn.Conv2d(8, 8, 3, padding=1, bias=True)
-        wrong.weight.copy_(block.conv1.weight * scale.view(1, -1, 1, 1))  # scale each INPUT channel
-        wrong.bias.copy_((block.conv1.weight * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3)))
-        right, bad = block.conv1(block.bn0(x)), wrong(x)
+        right, bad = block.conv1(block.bn0(x)), fold_bn_before_conv(block.bn0, block.conv1)(x)
     torch.testing.assert_close(bad[..., 1:-1, 1:-1], right[..., 1:-1, 1:-1], rtol=1e-5, atol=1e-5)  # interior: same
     border = (bad - right).abs()
     assert border[..., 0, :].mean() > 1e-2 and border[..., :, -1].mean() > 1e-2  # border: different
     assert cosine(bad.flatten(1), right.flatten(1)) < 0.9999
+
+
+def test_folding_every_bn0_breaks_the_trained_network(trained_model):
+    """On trained weights (running means far from 0) the border error reaches the embeddings."""
+    if not hasattr(resnet_arcface, "pretrained"):
+        pytest.skip("no shipped weights yet")
+    net = copy.deepcopy(trained_model)
+    with torch.no_grad():
+        for block in [m for m in net.modules() if isinstance(m, IRBlock)]:
+            block.conv1, block.bn0 = fold_bn_before_conv(block.bn0, block.conv1), nn.Identity()
+        x = torch.randn(4, 1, net.input_size, net.input_size)
+        assert cosine(net(x), trained_model(x)) < 0.999
+        assert cosine(fold_batchnorm(trained_model)(x), trained_model(x)) >= MIN_COSINE
 
 
 # --- Every backend against eager float32 ----------------------------------------------------------
