@@ -1,15 +1,12 @@
 """Self-checks for the book's "implement it yourself" exercises: ``check_ir_block(MyIRBlock)`` and the like.
 
-A check compares the learner's component with the package's own (the single source of truth) under a few
-configurations (:class:`Case`): for a module, its structure (submodule names, which are the state_dict keys a
-checkpoint needs; types; channels; settings such as bias, stride, padding, eps, p), a fresh network's
-initialisation, and then, on the reference's weights (BatchNorm statistics and PReLU slopes randomised so that
-their mistakes show), outputs in eval and train mode, every parameter's gradient and the BatchNorm running
-statistics; for a function, its outputs and the gradients of its arguments. Tensors are compared with
-:func:`torch.testing.assert_close`. When an output differs, the component's known mistakes (:class:`Mistake`)
-are reproduced on the reference to name the one that matches. Last, the learner's object must not be, subclass
-or call the package's answer. Any difference raises :class:`CheckFailed` (configuration, problem, evidence,
-hint); success prints one line. Wording lives in each :class:`Exercise`'s table of hints.
+Each check compares the learner's component with the package's own on a few :class:`Case` s: a module's structure
+(state_dict keys via :func:`~resnet_arcface.checkpoint.describe_mismatch`, each layer's type and settings), a
+network's initialisation, then on the reference's (randomised) weights eval and train outputs, gradients and
+buffers; a function's outputs and argument gradients (:func:`torch.testing.assert_close`). A difference is named by
+reproducing the known :class:`Mistake` s on the reference; reusing the package's answer is rejected. Failures raise
+:class:`CheckFailed`; success prints one line. Wording is data: each :class:`Exercise`'s mistakes and hints, and
+``WORDING``.
 """
 from __future__ import annotations
 
@@ -17,9 +14,8 @@ import copy
 import inspect
 import math
 import sys
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,20 +39,12 @@ __all__ = ["CheckFailed", "Case", "Mistake", "Exercise", "run_check", "run_funct
 SEED = 0
 #: Outputs must agree to ``rtol`` elementwise and ``atol * max|reference|``; gradients to ``GRAD_RTOL``.
 RTOL, ATOL, GRAD_RTOL = 1e-4, 1e-5, 1e-3
+DETACHED = "Is part of it detached (.detach(), .data, torch.no_grad()) or done outside autograd (.item(), numpy)?"
 
 
 class CheckFailed(AssertionError):
-    """A self-check found a difference between the learner's component and the reference.
-
-    The message is self-contained: the check, the configuration, the problem, evidence and a hint.
-
-    Attributes:
-        check: The check's name, e.g. ``"check_ir_block"``.
-        config: How the learner's object was called, e.g. ``"MyIRBlock(32, 64, 2, downsample)"``.
-        problem: What differs, in one sentence.
-        details: Further evidence (max abs differences, call counts, ...).
-        hint: What to do about it.
-    """
+    """A difference from the reference: ``check``, ``config`` (how the learner's object was called), ``problem``
+    (one sentence), ``details`` (evidence) and ``hint``; the message holds them all."""
 
     def __init__(self, check: str, config: str, problem: str, hint: str = "", details: Sequence[str] = ()) -> None:
         self.check, self.config, self.problem, self.hint, self.details = check, config, problem, hint, tuple(details)
@@ -66,14 +54,8 @@ class CheckFailed(AssertionError):
 
 @dataclass(frozen=True)
 class Mistake:
-    """A known mistake, reproduced on the reference's own parts to name it when the learner's output matches.
-
-    Attributes:
-        message: The diagnosis shown when the learner's output equals this one's.
-        forward: ``forward(reference_module, x)`` (modules) or ``forward(*arguments)`` (functions).
-        applies: Whether the mistake changes anything for this reference module.
-        train_only: The mistake changes nothing in eval mode (e.g. where dropout sits).
-    """
+    """A known mistake, reproduced on the reference: ``forward(module, x)`` (modules) or ``forward(*args, **kw)``
+    (functions); ``applies(module or args)``; ``train_only``: invisible in eval mode (where dropout sits)."""
 
     message: str
     forward: Callable[..., Any]
@@ -83,32 +65,30 @@ class Mistake:
 
 @dataclass
 class Case:
-    """One configuration: how to build the reference and the learner's version, and the input.
+    """One configuration: its text, the input (a function's: ``(args, kwargs)``), and for modules the builders."""
 
-    For a function check ``build_ref``/``build_got`` are unused and ``make_input`` returns the argument tuple.
-    """
-
-    config: str  # shown in messages: how the learner's object was called
-    build_ref: Callable[[], Any]
-    build_got: Callable[[], Any]
+    config: str
     make_input: Callable[[], Any]
+    build_ref: Optional[Callable[[], Any]] = None
+    build_got: Optional[Callable[[], Any]] = None
     train: bool = True  # also compare train mode (modules)
-    grads: bool = True  # and, in train mode, the gradients
+    grads: bool = True  # and gradients
     eval_batch: Optional[int] = None  # compare eval mode on the first samples only (saves time)
     finite_only: bool = False  # a function's edge case: outputs and gradients need only be finite
 
 
 @dataclass
 class Exercise:
-    """What one check compares: the reference, the signature, the typical mistakes and the hints."""
+    """One check: the reference (the answer, not to be reused), signature, mistakes, likely causes, and hints by
+    submodule (``"bn0"``) or topic (``"stride"``, ``"shape"``, ``"maps:conv1"``, ``"error:<text>"``,
+    ``"grad:<argument>"``, ``"grad:nan"``)."""
 
-    check: str  # e.g. "check_ir_block"
-    reference: Any  # the package's class or function: the answer, which the learner may not reuse
+    check: str
+    reference: Any
     signature: str
     mistakes: Tuple[Mistake, ...] = ()
-    causes: Tuple[str, ...] = ()  # likely causes when no known mistake matches
-    hints: Dict[str, str] = field(default_factory=dict)  # by submodule ("bn0", "IRBlock.conv1") or topic
-    shape_hint: Callable[[Tuple[int, ...], Tuple[int, ...]], str] = lambda got, ref: ""
+    causes: Tuple[str, ...] = ()
+    hints: Dict[str, str] = field(default_factory=dict)
     after: Callable[[Tuple, Tuple], str] = lambda args, ref_args: ""  # a function's effect on its arguments
     root: str = ""  # how messages call the learner's whole module ("" -> its name)
     check_init: bool = False
@@ -118,21 +98,43 @@ class Exercise:
     def kind(self) -> str:
         return self.reference.__name__
 
-
-class _Ctx:
-    """The exercise and configuration under test, to raise :class:`CheckFailed` with."""
-
-    def __init__(self, ex: Exercise, config: str, label: str) -> None:
-        self.ex, self.config, self.label = ex, config, label
-
-    def fail(self, problem: str, hint: str = "", details: Sequence[str] = ()) -> NoReturn:
-        raise CheckFailed(self.ex.check, self.config, problem, hint, details) from None
+    def fail(self, config: str, problem: str, hint: str = "", details: Sequence[str] = ()) -> NoReturn:
+        raise CheckFailed(self.check, config, problem, hint, details) from None
 
 
-# --- Helpers -------------------------------------------------------------------------------------------------------
+#: Structural problems by the submodule concerned ({n}: its name, {p}: its parent's, {d}/{D}: the reference's).
+WORDING: Dict[str, Tuple[str, str]] = {
+    "missing:downsample": ("missing downsample: {p} has no submodule named downsample, but the reference has {n} = "
+                           "{d}", ""),
+    "missing:downsample.": ("wrong downsample: {p} has no {d} ({n}); the reference's downsample is {D}", "The "
+                            "shortcut must match the branch's shape AND its normalisation: a 1x1 convolution with the "
+                            "stage's stride and no bias, then BatchNorm2d."),
+    "missing:se": ("use_se=True but {p} has no SE gate named se", "Build self.se = SEBlock(planes) when use_se is "
+                   "True and gate the branch with it after bn2."),
+    "missing:": ("{n} missing: the reference has {d} named {n}", ""),
+    "extra:se": ("use_se=False but {p} has an SE gate (se.*)", "Create self.se only when use_se is True: the "
+                 "use_se=False checkpoint (GFPGAN's) has no se keys."),
+    "extra:prelu": ("{p} has two PReLU modules ({mine}) but the reference shares ONE {ref}", "Create one self.{ref} = "
+                    "nn.PReLU() and call it twice: both uses share one learned slope, and the pretrained checkpoint "
+                    "holds a single {n0}.weight."),
+    "prelu": ("{kind} where the reference uses PReLU: {p} has {kind} but the reference has nn.PReLU() named {n}",
+              "PReLU learns its negative slope (one value, initialised to 0.25) instead of zeroing negatives; its "
+              "weight is the state_dict key {n}.weight that the pretrained checkpoint needs."),
+    "bias": ("{n} {have} a bias; the reference uses bias=False because BatchNorm follows", "BatchNorm subtracts the "
+             "mean and adds its own shift (beta), which makes a convolution bias redundant."),
+    "padding": ("", "padding=1 keeps H and W at stride 1: H_out = (H + 2 * padding - 3) // stride + 1."),
+    "se_width": ("SE bottleneck width is {g}, expected channel // reduction = {c} // {r} = {w}", "The excitation MLP "
+                 "squeezes channel -> channel // reduction -> channel; use the reduction argument (default 16) with "
+                 "integer division."),
+    "not_implemented": ("{label} is not implemented yet: {where} raised NotImplementedError", "Replace `raise "
+                        "NotImplementedError` in the exercise cell with your code, run that cell, then run this "
+                        "check again."),
+}
+_RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.GELU, nn.SiLU)
+_NOT_SETTINGS = {"training", "inplace", "in_channels", "out_channels", "stride"}  # compared apart, or free
+
 
 def _summarise(exc: BaseException) -> str:
-    """``'RuntimeError: first line of the message'``, shortened."""
     text = (str(exc).strip().splitlines() or [""])[0][:300]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -147,15 +149,14 @@ def _difference(got: Any, ref: torch.Tensor, rtol: float = RTOL) -> str:
                                    check_dtype=False, check_device=False)
         return ""
     except AssertionError as err:
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.startswith(("Mismatched", "Greatest absolute",
-                                                                              "Expected", "Absolute difference"))]
-        return "; ".join(lines) + f" (reference values up to {scale:.3g})"
+        lines = str(err).splitlines()
+        return "; ".join(ln.strip() for ln in lines if ln.startswith(("Mismatched", "Greatest absolute"))) + \
+            f" (reference values up to {scale:.3g})"
 
 
 def _tick() -> str:
     try:
-        "\u2713".encode(sys.stdout.encoding or "ascii")
-        return "\u2713"
+        return "\u2713".encode(sys.stdout.encoding or "ascii") and "\u2713"
     except (UnicodeEncodeError, LookupError):
         return "OK"
 
@@ -164,35 +165,17 @@ def _label(obj: Any) -> str:
     return getattr(obj, "__name__", type(obj).__name__)
 
 
-def _parent(name: str) -> str:
-    return name.rpartition(".")[0]
-
-
-def _leaf(name: str) -> str:
-    return name.rpartition(".")[2]
-
-
 def _fmt(v: Any) -> str:
     return str(v[0]) if isinstance(v, tuple) and v and all(x == v[0] for x in v) else str(v)
 
 
 def _describe(m: nn.Module) -> str:
-    """``Conv2d(16, 32, 1x1, stride=2, padding=0, bias=False)``, ``BatchNorm1d(512)``, ``Dropout(p=0.5)``..."""
     if isinstance(m, nn.Sequential):
-        return "Sequential(" + ", ".join(_describe(c) for c in m) + ")"
-    if isinstance(m, nn.Conv2d):
-        return (f"Conv2d({m.in_channels}, {m.out_channels}, {'x'.join(map(str, m.kernel_size))}, "
-                f"stride={_fmt(m.stride)}, padding={_fmt(m.padding)}, bias={m.bias is not None})")
-    if isinstance(m, nn.Linear):
-        return f"Linear({m.in_features}, {m.out_features})"
-    if isinstance(m, _BatchNorm):
-        return f"{type(m).__name__}({m.num_features})"
-    names = {nn.PReLU: "nn.PReLU()", nn.Dropout: f"nn.Dropout() (p={getattr(m, 'p', '')})"}
-    return names.get(type(m), type(m).__name__)
+        return "Sequential(" + ", ".join(map(_describe, m)) + ")"
+    return f"{type(m).__name__}({m.num_features})" if isinstance(m, _BatchNorm) else repr(m).split("\n")[0]
 
 
 def _input(*shape: int) -> Callable[[], torch.Tensor]:
-    """A factory of the same standard-normal input of ``shape`` every time it is called."""
     return lambda: torch.randn(*shape, generator=torch.Generator().manual_seed(SEED + 4))
 
 
@@ -202,157 +185,143 @@ def _call_text(label: str, args: Sequence[Any], kwargs: Dict[str, Any], names: D
     return f"{label}({', '.join(parts)})"
 
 
-NOT_IMPLEMENTED = ("Replace `raise NotImplementedError` in the exercise cell with your code, run that cell, then "
-                   "run this check again.")
+def _matching_mistake(mistakes: Sequence[Mistake], got: Any, reproduce: Callable[[Mistake], Any]) -> Optional[str]:
+    """The message of the first mistake whose reproduction (``None``: it does not apply) equals ``got``."""
+    for mistake in mistakes:
+        try:
+            torch.manual_seed(SEED + 1)
+            with torch.no_grad():
+                out = reproduce(mistake)
+            if out is not None and not _difference(got, out):
+                return mistake.message
+        except Exception:  # a mistake that cannot run on this configuration simply does not match
+            pass
+    return None
 
 
-# --- Structure: names, types, channels and settings ----------------------------------------------------------------
+# --- Modules: structure and initialisation --------------------------------------------------------------------------
 
-_RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.GELU, nn.SiLU)
-#: The settings compared per layer type; any difference reads "{name}: {setting} is {yours} but should be {ref}".
-_SETTINGS = {nn.Conv2d: ("kernel_size", "padding", "dilation", "groups", "padding_mode"), nn.Dropout: ("p",),
-             _BatchNorm: ("eps", "momentum", "affine", "track_running_stats"),
-             nn.MaxPool2d: ("kernel_size", "stride", "padding"), nn.AdaptiveAvgPool2d: ("output_size",)}
-_PRELU_HINT = ("PReLU learns its negative slope (one value, initialised to 0.25) instead of zeroing negatives; its "
-               "weight is the state_dict key {n}.weight that the pretrained checkpoint needs.")
-_BIAS = ("{names} {have} a bias; the reference uses bias=False because BatchNorm follows",
-         "BatchNorm subtracts the mean and adds its own shift (beta), which makes a convolution bias redundant.")
-
-
-def _structure(ctx: _Ctx, ref: nn.Module, got: nn.Module) -> List[Tuple[str, str]]:
-    """Raise on the first hard structural difference; return the soft ones (parameterless modules missing)."""
-    R, G = dict(ref.named_modules(remove_duplicate=False)), dict(got.named_modules(remove_duplicate=False))
-    hints, where = ctx.ex.hints, (lambda n: n or ctx.ex.root or ctx.label)
+def _structure(ex: Exercise, cfg: str, label: str, ref: nn.Module, got: nn.Module) -> List[Tuple[str, str]]:
+    """Raise on the first structural difference; return the soft ones (parameterless modules missing)."""
+    R, G = dict(ref.named_modules()), dict(got.named_modules())
     hard: List[Tuple[str, str]] = []
     soft: List[Tuple[str, str]] = []
-    biased: List[str] = []
-    strides: Dict[str, List[Tuple[str, int, int]]] = {}
+    biased, strides = [], []
 
-    def role(n: str) -> str:
-        parent = R.get(_parent(n)) if n else None
-        text = hints.get(f"{type(parent).__name__}.{_leaf(n)}", hints.get(_leaf(n), ""))
-        return f" ({text})" if text else ""
+    def where(n: str) -> str:
+        return n or ex.root or label
 
-    def siblings(n: str, kinds: Any) -> List[str]:
-        return [g for g, m in G.items() if g and _parent(g) == _parent(n) and isinstance(m, kinds)]
+    def sib(n: str, kinds: Any) -> List[str]:
+        return [g for g, m in G.items() if g and g.rpartition(".")[0] == n.rpartition(".")[0] and isinstance(m, kinds)]
+
+    def word(key: str, n: str, **kw: Any) -> Tuple[str, str]:
+        p = n.rpartition(".")[0]
+        values = dict(n=n, p=where(p), d=_describe(R[n]) if n in R else "", D=_describe(R[p]) if p in R else "", **kw)
+        return WORDING[key][0].format(**values), ex.hints.get(n.rpartition(".")[2]) or WORDING[key][1].format(**values)
 
     for n, rm in R.items():
-        gm, parent = G.get(n), _parent(n)
+        gm, leaf, parent = G.get(n), n.rpartition(".")[2], n.rpartition(".")[0]
         if isinstance(rm, nn.PReLU) and not isinstance(gm, nn.PReLU) and (
-                isinstance(gm, _RELU_LIKE) or (gm is None and siblings(n, _RELU_LIKE))):
-            kind = type(gm if gm is not None else G[siblings(n, _RELU_LIKE)[0]]).__name__
-            hard.append((f"{kind} where the reference uses PReLU: {where(parent)} has {kind} "
-                         f"({n if gm is not None else ', '.join(siblings(n, _RELU_LIKE))}) but the reference has "
-                         f"nn.PReLU() named {n}", _PRELU_HINT.format(n=n)))
-        elif gm is None:
-            if parent not in G:
-                continue  # the parent is missing: reported there
-            renamed = [e for e in siblings(n, type(rm)) if e not in R]
-            rename = f" You have {renamed[0]}: if that is it, rename it to {_leaf(n)} (names are state_dict keys)." \
-                if renamed else ""
-            if not rm.state_dict():
-                soft.append((f"{n} missing: the reference has {_describe(rm)} named {n}{role(n)}", rename.strip()))
-            elif _leaf(n) == "downsample":
-                hard.append((f"missing downsample: {where(parent)} has no submodule named downsample, but the "
-                             f"reference has {n} = {_describe(rm)}", hints.get("downsample", "") + rename))
-            elif _leaf(parent) == "downsample":
-                kind = "no BatchNorm2d" if isinstance(rm, _BatchNorm) else f"no {_describe(rm)}"
-                hard.append((f"wrong downsample: {parent} has {kind} ({n}); the reference's downsample is "
-                             f"{_describe(R[parent])}", "The shortcut must match the branch's shape AND its "
-                             "normalisation: a 1x1 convolution with the stage's stride and no bias, then BatchNorm2d."))
-            elif isinstance(rm, SEBlock):
-                hard.append((f"use_se=True but {where(parent)} has no SE gate named se", "Build self.se = "
-                             "SEBlock(planes) when use_se is True and gate the branch with it after bn2." + rename))
-            else:
-                hard.append((f"{n} missing: the reference has {_describe(rm)} named {n}{role(n)}", rename.strip()))
-        elif not isinstance(gm, type(rm)):
+                isinstance(gm, _RELU_LIKE) or (gm is None and sib(n, _RELU_LIKE))):
+            hard.append(word("prelu", n, kind=type(gm if gm is not None else G[sib(n, _RELU_LIKE)[0]]).__name__))
+        elif gm is None and parent in G:  # (a missing parent is reported itself)
+            key = next(k for k in (f"missing:{leaf}", f"missing:{parent.rpartition('.')[2]}.", "missing:")
+                       if k in WORDING)
+            problem, hint = word(key, n)
+            if key == "missing:":
+                problem, hint = problem + (f" ({ex.hints[leaf]})" if leaf in ex.hints else ""), ""
+            renamed = [e for e in sib(n, type(rm)) if e not in R]
+            hint = f"{hint} You have {renamed[0]}: if that is it, rename it to {leaf} (names are state_dict keys)." \
+                .strip() if renamed else hint
+            (hard if rm.state_dict() else soft).append((problem, hint))
+        elif gm is not None and not isinstance(gm, type(rm)):
             if type(rm).__module__.startswith("torch.nn") and not isinstance(rm, (nn.Sequential, nn.ModuleList)):
                 hint = "Return the nn.Conv2d itself." if not n and isinstance(rm, nn.Conv2d) else ""
-                hard.append((f"{where(n)} is {type(gm).__name__} where the reference uses {_describe(rm)}", hint))
-        elif isinstance(rm, nn.Conv2d):
-            if (gm.in_channels, gm.out_channels) != (rm.in_channels, rm.out_channels):
-                hard.append((f"{where(n)} maps {gm.in_channels} -> {gm.out_channels} channels but the reference's "
-                             f"maps {rm.in_channels} -> {rm.out_channels}{role(n)}", ""))
-            if gm.stride != rm.stride:
-                strides.setdefault(parent, []).append((n, gm.stride[0], rm.stride[0]))
-            if gm.bias is not None and rm.bias is None:
-                biased.append(where(n))
-        elif isinstance(rm, nn.Linear):
-            grand = R.get(_parent(parent))
-            if isinstance(grand, SEBlock) and n.endswith("fc.0") and gm.out_features != rm.out_features:
-                reduction = rm.in_features // rm.out_features
-                hard.append((f"{_parent(parent) + ': ' if _parent(parent) else ''}SE bottleneck width is "
-                             f"{gm.out_features}, expected channel // reduction = {rm.in_features} // {reduction} = "
-                             f"{rm.out_features}", "The excitation MLP squeezes channel -> channel // reduction -> "
-                             "channel; use the reduction argument (default 16) with integer division."))
-            elif isinstance(grand, SEBlock) and any(p.startswith("SE bottleneck") or ": SE" in p for p, _ in hard):
-                continue
-            elif _leaf(n) == "fc5" and gm.in_features != rm.in_features:
+                hard.append((f"{where(n)} is {type(gm).__name__} where the reference uses {type(rm).__name__}", hint))
+        elif gm is not None and type(rm).__module__.startswith("torch.nn"):
+            if isinstance(rm, nn.Conv2d):
+                if (gm.in_channels, gm.out_channels) != (rm.in_channels, rm.out_channels):
+                    hard.append((f"{where(n)} maps {gm.in_channels} -> {gm.out_channels} channels but the reference's"
+                                 f" maps {rm.in_channels} -> {rm.out_channels}", ex.hints.get(f"maps:{leaf}", "")))
+                strides += [(n, gm.stride[0], rm.stride[0])] if gm.stride != rm.stride else []
+                biased += [where(n)] if gm.bias is not None and rm.bias is None else []
+            if isinstance(rm, nn.Linear) and n.endswith("fc.0") and gm.out_features != rm.out_features:
+                hard.append(word("se_width", n, g=gm.out_features, c=rm.in_features, w=rm.out_features,
+                                 r=rm.in_features // rm.out_features))
+            if leaf == "fc5" and gm.in_features != rm.in_features:
                 hard.append((f"fc5 expects {gm.in_features} inputs, reference {rm.in_features // 64}*8*8 = "
-                             f"{rm.in_features}", hints.get("fc5", "")))
-            elif (gm.in_features, gm.out_features, gm.bias is None) != (rm.in_features, rm.out_features,
-                                                                         rm.bias is None):
-                hard.append((f"{where(n)} is {_describe(gm)} (bias={gm.bias is not None}) but the reference has "
-                             f"{_describe(rm)} (bias={rm.bias is not None})", ""))
-        elif isinstance(rm, _BatchNorm) and gm.num_features != rm.num_features:
-            hard.append((f"{where(n)} normalises {gm.num_features} channels but the reference's normalises "
-                         f"{rm.num_features} (batch norm in the wrong place, or sized for the wrong convolution?)",
-                         "Each BatchNorm normalises the output of the convolution just before it."))
-        elif isinstance(rm, nn.PReLU) and gm.num_parameters != rm.num_parameters:
-            hard.append((f"{where(n)} has {gm.num_parameters} slopes but the reference uses nn.PReLU() with one", ""))
-        for kind, names in _SETTINGS.items():
-            if isinstance(rm, kind) and isinstance(gm, kind):
-                for s in names:
-                    if _fmt(getattr(gm, s)) != _fmt(getattr(rm, s)):
-                        hint = "padding=1 keeps H and W at stride 1: H_out = (H + 2 * padding - 3) // stride + 1." \
-                            if s == "padding" and kind is nn.Conv2d else hints.get(_leaf(n), "")
-                        hard.append((f"{where(n)}: {s} is {_fmt(getattr(gm, s))} but should be "
-                                     f"{_fmt(getattr(rm, s))}", hint))
+                             f"{rm.in_features}", ex.hints.get("fc5", "")))
+            for s, v in vars(rm).items():  # every setting: kernel_size, padding, eps, momentum, p, ...
+                if s[0] != "_" and s not in _NOT_SETTINGS and _fmt(getattr(gm, s, None)) != _fmt(v):
+                    hint = WORDING["padding"][1] if s == "padding" else ex.hints.get(leaf, "")
+                    hard.append((f"{where(n)}: {s} is {_fmt(getattr(gm, s, None))} but should be {_fmt(v)}", hint))
     if biased:
-        hard.insert(0, (_BIAS[0].format(names=", ".join(biased), have="has" if len(biased) == 1 else "have"), _BIAS[1]))
-    for parent, wrong in strides.items():
-        big, small = [n for n, g, r in wrong if g > r], [n for n, g, r in wrong if g < r]
-        if big and small:
-            hard.append((f"the stride is on {_leaf(big[0])} but the reference puts it on {_leaf(small[0])}"
-                         + (f" (in {parent})" if parent else ""), hints.get("stride", "")))
-        else:
-            hard += [(f"{'wrong downsample: ' if 'downsample' in parent else ''}{where(n)}: stride is {g} but "
-                      f"should be {r}", hints.get("stride", "")) for n, g, r in wrong]
+        have = "has" if len(biased) == 1 else "have"
+        hard.insert(0, tuple(t.format(n=", ".join(biased), have=have) for t in WORDING["bias"]))
+    big, small = [n for n, g, r in strides if g > r], [n for n, g, r in strides if g < r]
+    if big and small:
+        hard.append((f"the stride is on {big[0].rpartition('.')[2]} but the reference puts it on "
+                     f"{small[0].rpartition('.')[2]}", ex.hints.get("stride", "")))
+    else:
+        hard += [(f"{'wrong downsample: ' if 'downsample' in n else ''}{where(n)}: stride is {g} but should be {r}",
+                  ex.hints.get("stride", "")) for n, g, r in strides]
     for n, gm in G.items():  # extra submodules with parameters
-        if not n or n in R or _parent(n) not in R or not gm.state_dict():
-            continue
-        prelus = [r for r in R if r and _parent(r) == _parent(n) and isinstance(R[r], nn.PReLU)]
-        if isinstance(gm, nn.PReLU) and prelus:
-            mine = [_leaf(g) for g in siblings(n, nn.PReLU)]
-            twice = (" applied both inside the branch and after the addition"
-                     if isinstance(R.get(_parent(n)), IRBlock) else "")
-            hard.append((f"{where(_parent(n))} has {({2: 'two', 3: 'three'}).get(len(mine), len(mine))} PReLU modules"
-                         f" ({', '.join(mine)}) but the reference shares ONE {_leaf(prelus[0])},{twice}",
-                         f"Create one self.{_leaf(prelus[0])} = nn.PReLU() and call it twice: both uses share one "
-                         f"learned slope, and the pretrained checkpoint holds a single {prelus[0]}.weight."))
-        elif _leaf(n) == "se":
-            hard.append((f"use_se=False but {where(_parent(n))} has an SE gate (se.*)", "Create self.se only when "
-                         "use_se is True: the use_se=False checkpoint (GFPGAN's) has no se keys."))
-        else:
-            hard.append((f"unexpected submodule {n} ({_describe(gm)}): the reference has no such module, so the "
-                         "state_dict keys differ and the pretrained checkpoint would not load", ""))
-    if not hard and describe_mismatch(got, ref.state_dict()):
-        hard.append(("the reference's weights, as a checkpoint, do not fit your module: "
-                     + describe_mismatch(got, ref.state_dict()).replace("\n", " "),
+        parent, leaf = n.rpartition(".")[0], n.rpartition(".")[2]
+        prelus = [r for r in R if r and r.rpartition(".")[0] == parent and isinstance(R[r], nn.PReLU)]
+        if n not in R and parent in R and isinstance(gm, nn.PReLU) and prelus:
+            hard.append(word("extra:prelu", n, mine=", ".join(g.rpartition(".")[2] for g in sib(n, nn.PReLU)),
+                             ref=prelus[0].rpartition(".")[2], n0=prelus[0]))
+        elif n not in R and parent in R and f"extra:{leaf}" in WORDING:
+            hard.append(word(f"extra:{leaf}", n))
+    mismatch = describe_mismatch(got, ref.state_dict())
+    if not hard and mismatch:
+        hard.append(("the reference's weights, as a checkpoint, do not fit your module: " + mismatch.replace("\n", " "),
                      "Names and shapes must match exactly so that the pretrained checkpoint loads with strict=True."))
     if hard:
         counts = [sum(p.numel() for p in m.parameters()) for m in (got, ref)]
         details = [f"also: {p}" for p, _ in hard[1:4]]
         details += [f"parameters: yours {counts[0]:,}, the reference's {counts[1]:,}"] if counts[0] != counts[1] else []
-        ctx.fail(hard[0][0], hard[0][1], details)
+        ex.fail(cfg, hard[0][0], hard[0][1], details)
     return soft
 
 
-# --- Behaviour: the same weights, the same input, eval and train mode, gradients -----------------------------------
+def _check_init(ex: Exercise, cfg: str, model: nn.Module) -> None:
+    """Xavier-normal convs and linears (std ``sqrt(2 / (fan_in + fan_out))``, not the default kaiming-uniform's
+    ``1 / sqrt(3 fan_in)``), zero Linear biases, BatchNorm 1 and 0, PReLU 0.25."""
+    problems: List[str] = []
+    kaiming = uniform = 0
+    for n, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.affine and not (torch.all(m.weight == 1) and torch.all(m.bias == 0)):
+            problems.append(f"{n}: BatchNorm weight should be 1 and bias 0")
+        elif isinstance(m, nn.PReLU) and not torch.allclose(m.weight, torch.full_like(m.weight, 0.25)):
+            problems.append(f"{n}.weight is {m.weight.flatten()[0].item():.3g}, PReLU keeps its default 0.25")
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach()
+            xavier = math.sqrt(2.0 / (w[0].numel() + w.shape[0] * w[0][0].numel()))
+            std, tol = w.std().item(), 0.1 + 4.0 / math.sqrt(2.0 * w.numel())
+            z = (w.flatten()[:65536].double() - w.mean()) / std
+            if abs(std / xavier - 1) > tol:
+                problems.append(f"{n}.weight std {std:.3g}, xavier_normal_ gives {xavier:.3g}")
+                kaiming += abs(std * math.sqrt(3.0 * w[0].numel()) - 1) <= tol
+            elif w.numel() >= 4096 and z.pow(4).mean().item() - 3.0 < -0.6:  # excess kurtosis: uniform's is -1.2
+                uniform += 1
+                problems.append(f"{n}.weight has the right std but looks uniform, not normal")
+            if isinstance(m, nn.Linear) and m.bias is not None and not torch.all(m.bias == 0):
+                problems.append(f"{n}.bias is not 0")
+    notes = [f"{kaiming} conv/linear weights have the std of PyTorch's default init (kaiming_uniform_ with "
+             "a=sqrt(5)): does your init loop run at the end of __init__?"] if kaiming else []
+    notes += ["weights look uniformly distributed: xavier_uniform_ instead of xavier_normal_?"] if uniform else []
+    if problems:
+        ex.fail(cfg, f"initialisation differs: {len(problems)} problem(s), e.g. {problems[0]}", "At the end of "
+                "__init__: for m in self.modules(): Conv2d and Linear -> nn.init.xavier_normal_(m.weight); Linear bias"
+                " -> 0; BatchNorm weight 1 and bias 0; PReLU keeps its default 0.25.", notes + problems[1:4])
+
+
+# --- Modules: behaviour on the same weights ------------------------------------------------------------------------
 
 def _randomise(module: nn.Module) -> Dict[str, torch.Tensor]:
     """Random BatchNorm statistics and affines, PReLU slopes and Linear biases (a fresh BatchNorm is the identity
-    in eval mode, so a missing one would go unnoticed); returns a copy of the state_dict."""
+    in eval mode: a missing one would go unnoticed); returns a copy of the state_dict."""
     g = torch.Generator().manual_seed(SEED)
     with torch.no_grad():
         for m in module.modules():
@@ -366,306 +335,254 @@ def _randomise(module: nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-@dataclass
-class _Run:
-    """What one forward (and backward) pass did, recorded with forward hooks."""
-
-    out: Any = None
-    error: Optional[BaseException] = None
-    stage: str = ""
-    calls: Dict[str, int] = field(default_factory=dict)  # submodule -> times called
-    outputs: Dict[str, torch.Tensor] = field(default_factory=dict)  # first output of each submodule, in call order
-    grads: Dict[str, Optional[torch.Tensor]] = field(default_factory=dict)
-
-
-def _run(module: nn.Module, x: torch.Tensor, train: bool, grad: bool) -> _Run:
-    """Forward a copy of ``x`` (the RNG seeded, so both modules draw the same dropout mask); with ``grad``,
-    backpropagate ``(output * P).sum()`` for a fixed random ``P`` and keep each parameter's gradient."""
-    rec = _Run()
-
-    def hook(name: str) -> Callable:
-        def record(_m: nn.Module, _i: Any, out: Any) -> None:
-            rec.calls[name] = rec.calls.get(name, 0) + 1
-            if name not in rec.outputs and isinstance(out, torch.Tensor):
-                rec.outputs[name] = out.detach().clone()
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in module.named_modules() if n]
-    module.train(train)
+def _run(module: nn.Module, x: torch.Tensor, train: bool, grad: bool) -> Dict[str, Any]:
+    """Forward a copy of ``x`` (RNG seeded: both draw the same dropout mask), counting each submodule's calls;
+    with ``grad``, backpropagate ``(output * P).sum()`` for a fixed random ``P``."""
+    run: Dict[str, Any] = {"out": None, "error": None, "stage": "forward", "calls": {}, "grads": {}}
+    count = (lambda name: lambda *_: run["calls"].__setitem__(name, run["calls"].get(name, 0) + 1))
+    handles = [m.register_forward_hook(count(n)) for n, m in module.named_modules() if n]
     try:
-        rec.stage = "forward"
         torch.manual_seed(SEED + 1)
         with torch.set_grad_enabled(grad):
-            rec.out = module(x.clone())
-        if grad and isinstance(rec.out, torch.Tensor):
-            rec.stage = "backward"
+            out = run["out"] = module.train(train)(x.clone())
+        if grad and isinstance(out, torch.Tensor):
+            run["stage"] = "backward"
             module.zero_grad(set_to_none=True)
-            proj = torch.randn(rec.out.shape, generator=torch.Generator().manual_seed(SEED + 3))
-            (rec.out * proj).sum().backward()
-            rec.grads = {n: p.grad for n, p in module.named_parameters()}
-        rec.stage = ""
+            (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(SEED + 3))).sum().backward()
+            run["grads"] = {n: p.grad for n, p in module.named_parameters()}
     except Exception as exc:  # the learner's code may raise anything; it is reported, not re-raised
-        rec.error = exc
+        run["error"] = exc
     finally:
         for h in handles:
             h.remove()
-    return rec
+    return run
 
 
-def _fail_on_error(ctx: _Ctx, got: _Run, ref: _Run, names: Sequence[str], mode: str) -> None:
-    """Turn an exception from the learner's forward or backward into a CheckFailed that summarises it."""
-    exc = got.error
-    if exc is None:
-        return
+def _explain_error(ex: Exercise, cfg: str, label: str, r: Dict[str, Any], g: Dict[str, Any], names: List[str],
+                   mode: str) -> None:
+    exc, stage = g["error"], g["stage"]
     if isinstance(exc, NotImplementedError) and 'missing the required "forward"' in str(exc):
-        ctx.fail(f"{ctx.label} has no forward method", "Define forward(self, x) in the class (check its indentation).")
+        ex.fail(cfg, f"{label} has no forward method", "Define forward(self, x) in the class (check its indentation).")
     if isinstance(exc, NotImplementedError):
-        ctx.fail(f"{ctx.label} is not implemented yet: its {got.stage} raised NotImplementedError", NOT_IMPLEMENTED)
-    details = [f"raised in {mode} mode during the {got.stage} pass"]
-    details += [f"the last submodule that completed was {list(got.outputs)[-1]}"] if got.outputs else []
-    skipped = [n for n in ref.calls if n in names and n not in got.calls and _leaf(n) == "downsample"]
+        ex.fail(cfg, *(t.format(label=label, where=f"its {stage}") for t in WORDING["not_implemented"]))
+    details = [f"raised in {mode} mode during the {stage} pass"]
+    skipped = [n for n in r["calls"] if n in names and n not in g["calls"] and n.endswith("downsample")]
     if skipped:
-        ctx.fail(f"missing downsample: {skipped[0]} is never applied, and the {got.stage} raised {_summarise(exc)}",
-                 "Apply the downsample to x (the block's input) to form the identity before the addition.", details)
-    hint = ("An in-place operation modified a tensor autograd still needs (e.g. x += ... on the block's input); use "
-            "out = out + identity." if got.stage == "backward" else "A shape mismatch inside forward? Print each "
-            "step's shape and compare it with the chapter's walk-through of the reference.")
-    ctx.fail(f"your {got.stage} raised {_summarise(exc)}", hint, details)
+        ex.fail(cfg, f"missing downsample: {skipped[0]} is never applied, and the {stage} raised {_summarise(exc)}",
+                "Apply the downsample to x (the block's input) to form the identity before the addition.", details)
+    ex.fail(cfg, f"your {stage} raised {_summarise(exc)}", "An in-place operation modified a tensor autograd still "
+            "needs (e.g. x += ... on the block's input)? Use out = out + identity." if stage == "backward" else "A "
+            "shape mismatch inside forward? Print each step's shape and compare with the chapter's walk-through.",
+            details)
 
 
-def _diagnose(ctx: _Ctx, ref_module: nn.Module, state: Dict[str, torch.Tensor], x: torch.Tensor, train: bool,
-              got: _Run, ref: _Run, names: Sequence[str], soft: List[Tuple[str, str]], diff: str) -> NoReturn:
-    """Explain why the learner's output differs, as precisely as the evidence allows."""
-    mode = "train" if train else "eval"
-    details = [f"the {mode}-mode output differs: {diff}" + ("" if train else "; structure and weights match")]
-    details += [f"{n} is called {got.calls[n]} time(s) in your forward, {c} in the reference's"
-                for n, c in ref.calls.items() if n in got.calls and got.calls[n] != c][:3]
-    first = next((n for n in ref.outputs if n in got.outputs and _difference(got.outputs[n], ref.outputs[n])), None)
-    if first:
-        details.append(f"the first submodule whose output differs is {first}")
-    elif all(n in got.calls for n in ref.calls):
-        details.append("every submodule's output matches the reference's, so the difference is in the arithmetic "
-                       "between them in forward (the residual addition, an activation, the order of operations)")
-    for mistake in ctx.ex.mistakes:
-        if mistake.applies(ref_module) and (train or not mistake.train_only):
-            model = copy.deepcopy(ref_module)
-            model.load_state_dict(state)
-            model.train(train)
-            torch.manual_seed(SEED + 1)
-            try:
-                with torch.no_grad():
-                    if not _difference(got.out, mistake.forward(model, x.clone())):
-                        ctx.fail(mistake.message, "", details)
-            except CheckFailed:
-                raise
-            except Exception:  # a mistake that cannot run on this configuration simply does not match
-                pass
-    never = [n for n in ref.calls if n not in got.calls and n in names]
-    if never:
-        role = ctx.ex.hints.get(_leaf(never[0]), "")
-        ctx.fail(f"{never[0]} is defined but never called in forward" + (f" ({role})" if role else ""), "", details)
-    if soft:
-        ctx.fail(soft[0][0], soft[0][1], details)
-    ctx.fail(f"the {mode}-mode output differs from the reference's although the structure matches",
-             f"Likely causes in {ctx.ex.kind}: " + "; ".join(ctx.ex.causes) + "." if ctx.ex.causes else "", details)
-
-
-def _behaviour(ctx: _Ctx, case: Case, ref: nn.Module, got: nn.Module, soft: List[Tuple[str, str]]) -> None:
+def _behaviour(ex: Exercise, case: Case, label: str, ref: nn.Module, got: nn.Module, soft: List[Tuple[str, str]]
+               ) -> None:
     """Load the reference's randomised weights into the learner's module and compare what the two compute."""
-    state = _randomise(ref)
+    state, cfg = _randomise(ref), case.config
     try:
         got.load_state_dict(state, strict=True)
     except Exception as exc:
-        ctx.fail(f"the reference's weights do not load into yours: {_summarise(exc)}")
-    names = [n for n, _ in got.named_modules() if n]
-    x = case.make_input()
+        ex.fail(cfg, f"the reference's weights do not load into yours: {_summarise(exc)}")
+    names, x = [n for n, _ in got.named_modules() if n], case.make_input()
     for train in ((False, True) if case.train else (False,)):
-        xm = x if train or case.eval_batch is None else x[:case.eval_batch]
-        grad = train and case.grads
-        ref_run, got_run = _run(ref, xm, train, grad), _run(got, xm, train, grad)
-        if ref_run.error is not None:  # pragma: no cover - the reference always runs
-            raise ref_run.error
-        _fail_on_error(ctx, got_run, ref_run, names, "train" if train else "eval")
-        if not isinstance(got_run.out, torch.Tensor):
-            ctx.fail(f"forward returned {type(got_run.out).__name__}, not a tensor", "End forward with `return out`.")
-        if got_run.out.shape != ref_run.out.shape:
-            shapes = tuple(got_run.out.shape), tuple(ref_run.out.shape)
-            ctx.fail(f"the output has shape {shapes[0]} but the reference's has {shapes[1]}",
-                     ctx.ex.shape_hint(*shapes), [f"possibly related: {p}" for p, _ in soft[:1]])
-        diff = _difference(got_run.out, ref_run.out)
+        xm, mode = (x if train or case.eval_batch is None else x[:case.eval_batch]), ("train" if train else "eval")
+        r, g = _run(ref, xm, train, train and case.grads), _run(got, xm, train, train and case.grads)
+        if g["error"] is not None:
+            _explain_error(ex, cfg, label, r, g, names, mode)
+        if not isinstance(g["out"], torch.Tensor):
+            ex.fail(cfg, f"forward returned {type(g['out']).__name__}, not a tensor", "End forward with `return out`.")
+        diff = _difference(g["out"], r["out"])
         if diff:
-            _diagnose(ctx, ref, state, xm, train, got_run, ref_run, names, soft, diff)
-        got_buffers = dict(got.named_buffers())
+            details = [f"the {mode}-mode output differs: {diff}"] + [
+                f"{n} is called {g['calls'][n]} time(s) in your forward, {c} in the reference's"
+                for n, c in r["calls"].items() if n in g["calls"] and g["calls"][n] != c][:3]
+
+            def reproduce(mistake: Mistake) -> Any:
+                if mistake.applies(ref) and (train or not mistake.train_only):
+                    model = copy.deepcopy(ref)
+                    model.load_state_dict(state)
+                    return mistake.forward(model.train(train), xm.clone())
+            named = _matching_mistake(ex.mistakes, g["out"], reproduce)
+            never = [n for n in r["calls"] if n not in g["calls"] and n in names]
+            if named or never:
+                role = ex.hints.get(never[0].rpartition(".")[2], "") if never else ""
+                soft = [(named or f"{never[0]} is defined but never called in forward" + (f" ({role})" if role else ""),
+                         "")]
+            elif g["out"].shape != r["out"].shape:
+                soft = soft or [(f"the output has shape {tuple(g['out'].shape)} but the reference's has "
+                                 f"{tuple(r['out'].shape)}", ex.hints.get("shape", ""))]
+            ex.fail(cfg, *(soft or [(f"the {mode}-mode output differs from the reference's although the structure "
+                                     "matches", f"Likely causes in {ex.kind}: " + "; ".join(ex.causes) + ".")])[0],
+                    details)
+        buffers = dict(got.named_buffers())
         for n, b in (ref.named_buffers() if train else ()):
-            if b.is_floating_point() and n in got_buffers and _difference(got_buffers[n], b):
-                ctx.fail(f"{n} differs after one train-mode forward ({_difference(got_buffers[n], b)})",
-                         "BatchNorm updates its running statistics from what it normalises in train mode; is it "
-                         "applied to the same tensor, once?")
-        for n, g in (ref_run.grads.items() if grad else ()):
-            mine = got_run.grads.get(n)
-            if g is not None and (mine is None or _difference(mine, g, GRAD_RTOL)):
-                ctx.fail(f"no gradient reaches {n} although the outputs match" if mine is None else
-                         f"the gradient of {n} differs from the reference's although the outputs match "
-                         f"({_difference(mine, g, GRAD_RTOL)})", "Is part of forward detached (.detach(), .data, "
-                         "torch.no_grad()), or does an in-place operation change a tensor autograd still needs?")
+            if b.is_floating_point() and n in buffers and _difference(buffers[n], b):
+                ex.fail(cfg, f"{n} differs after one train-mode forward ({_difference(buffers[n], b)})", "BatchNorm "
+                        "updates its running statistics from what it normalises in train mode; is it applied to the "
+                        "same tensor, once?")
+        for n, rg in r["grads"].items():
+            mine = g["grads"].get(n)
+            if rg is not None and (mine is None or _difference(mine, rg, GRAD_RTOL)):
+                ex.fail(cfg, f"no gradient reaches {n} although the outputs match" if mine is None else f"the "
+                        f"gradient of {n} differs although the outputs match ({_difference(mine, rg, GRAD_RTOL)})",
+                        DETACHED + " Or an in-place operation changes a tensor autograd still needs?")
 
 
-# --- Initialisation (the whole network) ----------------------------------------------------------------------------
+# --- The engine: validation, reuse, the loop over cases -------------------------------------------------------------
 
-def _check_init(ctx: _Ctx, model: nn.Module) -> None:
-    """A fresh model's statistics against the reference's init: Xavier-normal (std ``sqrt(2 / (fan_in +
-    fan_out))``) convs and linears, not PyTorch's default kaiming-uniform (std ``1 / sqrt(3 fan_in)``)."""
-    problems: List[str] = []
-    weights = kaiming = uniform = 0
-    for n, m in model.named_modules():
-        if isinstance(m, _BatchNorm) and m.affine and not (torch.all(m.weight == 1) and torch.all(m.bias == 0)):
-            problems.append(f"{n}: BatchNorm weight should be 1 and bias 0")
-        elif isinstance(m, nn.PReLU) and not torch.allclose(m.weight, torch.full_like(m.weight, 0.25)):
-            problems.append(f"{n}.weight is {m.weight.flatten()[0].item():.3g}, PReLU keeps its default 0.25")
-        elif isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = m.weight.detach()
-            fan_in, fan_out = w[0].numel(), w.shape[0] * w[0][0].numel()
-            xavier, default = math.sqrt(2.0 / (fan_in + fan_out)), 1.0 / math.sqrt(3.0 * fan_in)
-            std, tol = w.std().item(), 0.1 + 4.0 / math.sqrt(2.0 * w.numel())
-            weights += 1
-            if abs(std / xavier - 1) > tol:
-                problems.append(f"{n}.weight std {std:.3g}, xavier_normal_ gives {xavier:.3g}")
-                kaiming += abs(std / default - 1) <= tol
-            elif w.numel() >= 4096:
-                z = w.flatten()[:65536].double()
-                if (((z - z.mean()) / z.std()).pow(4).mean() - 3.0).item() < -0.6:  # excess kurtosis: uniform -1.2
-                    uniform += 1
-                    problems.append(f"{n}.weight has the right std but looks uniform, not normal")
-            if isinstance(m, nn.Linear) and m.bias is not None and not torch.all(m.bias == 0):
-                problems.append(f"{n}.bias is not 0")
-    if problems:
-        notes = [f"{kaiming} of {weights} conv/linear weights have the std of PyTorch's default init (kaiming_uniform_"
-                 " with a=sqrt(5)): does your init loop run at the end of __init__?"] if kaiming else []
-        notes += ["weights look uniformly distributed: xavier_uniform_ instead of xavier_normal_?"] if uniform else []
-        ctx.fail(f"initialisation differs: {len(problems)} problem(s), e.g. {problems[0]}",
-                 "At the end of __init__: for m in self.modules(): Conv2d and Linear -> nn.init.xavier_normal_("
-                 "m.weight); Linear bias -> 0; BatchNorm weight 1 and bias 0; PReLU keeps its default 0.25.",
-                 notes + problems[1:4])
-
-
-# --- The engine every check shares ---------------------------------------------------------------------------------
-
-@contextmanager
-def _watch(reference: Any, seen: List[str]) -> Iterator[None]:
-    """Record in ``seen`` every call of the reference's code (a function's, or any method its class defines)."""
-    members = vars(reference).values() if isinstance(reference, type) else [reference]
-    codes = {inspect.unwrap(f).__code__ for f in members if hasattr(inspect.unwrap(f), "__code__")}
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code in codes:
-            seen.append(frame.f_code.co_name)
-
-    previous = sys.getprofile()
-    sys.setprofile(profile)
-    try:
-        yield
-    finally:
-        sys.setprofile(previous)
-
-
-def _reject_reuse(ctx: _Ctx, obj: Any, run: Callable[[], Any]) -> None:
+def _reject_reuse(ex: Exercise, cfg: str, obj: Any, run: Callable[[], Any]) -> None:
     """Fail if ``obj`` is, subclasses or calls the package's own answer: the check would compare it with itself."""
-    ref, kind, seen = ctx.ex.reference, ctx.ex.kind, []
+    ref, kind, label, seen = ex.reference, ex.kind, _label(obj), []
     hint = (f"Write your own from torch primitives, as the chapter builds it; the package's {kind} is what the "
             f"check compares with, so using it proves nothing.")
     if obj is ref:
-        ctx.fail(f"{ctx.label} is the package's own {kind}, not your implementation", hint)
+        ex.fail(cfg, f"{label} is the package's own {kind}, not your implementation", hint)
     if isinstance(obj, type) and isinstance(ref, type) and issubclass(obj, ref):
-        ctx.fail(f"{ctx.label} is a subclass of the package's {kind}, not your own implementation", hint)
-    with torch.random.fork_rng(devices=[]), _watch(ref, seen):
-        try:
-            run()
-        except Exception:
-            pass
-    if seen:
-        ctx.fail(f"{ctx.label} calls the package's own {kind} ({kind}.{seen[0]}): it wraps the answer instead of "
-                 "implementing it", hint)
-
-
-def _validate(ctx: _Ctx, obj: Any, want_class: bool) -> None:
-    """Reject objects that cannot be the exercise's answer, before building anything."""
-    if obj is None:
-        ctx.fail("got None instead of your implementation", "Run the exercise cell that defines it, then the check.")
-    if not want_class and not callable(obj):
-        ctx.fail(f"expected a function {ctx.ex.signature}, got a {type(obj).__name__}")
-    if want_class and isinstance(obj, nn.Module):
-        ctx.fail(f"got an instance of {type(obj).__name__}; pass the class itself",
-                 f"Call {ctx.ex.check}({type(obj).__name__}), not {ctx.ex.check}({type(obj).__name__}(...)).")
-    if want_class and not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        ctx.fail(f"expected a subclass of nn.Module with constructor {ctx.ex.signature}, got {obj!r}")
-
-
-def _construct(ctx: _Ctx, build: Callable[[], Any]) -> nn.Module:
-    """Build the learner's module, turning any error into a CheckFailed."""
-    torch.manual_seed(SEED)
+        ex.fail(cfg, f"{label} is a subclass of the package's {kind}, not your own implementation", hint)
+    members = vars(ref).values() if isinstance(ref, type) else [ref]
+    codes = {inspect.unwrap(f).__code__ for f in members if hasattr(inspect.unwrap(f), "__code__")}
+    previous = sys.getprofile()
+    sys.setprofile(lambda frame, event, _: seen.append(frame.f_code.co_name)
+                   if event == "call" and frame.f_code in codes else None)
     try:
-        got = build()
-    except NotImplementedError:
-        ctx.fail(f"{ctx.label} is not implemented yet: calling {ctx.config} raised NotImplementedError",
-                 NOT_IMPLEMENTED)
-    except Exception as exc:
-        ctx.fail(f"calling {ctx.config} raised {_summarise(exc)}", "Call super().__init__() first in __init__."
-                 if "Module.__init__() call" in str(exc) else f"It must accept {ctx.ex.signature}.")
-    if got is None:
-        ctx.fail(f"{ctx.config} returned None", "Did you forget `return`?")
-    if not isinstance(got, nn.Module):
-        ctx.fail(f"{ctx.config} returned a {type(got).__name__}, not an nn.Module")
-    return got
+        with torch.random.fork_rng(devices=[]):
+            run()
+    except Exception:
+        pass
+    finally:
+        sys.setprofile(previous)
+    if seen:
+        ex.fail(cfg, f"{label} calls the package's own {kind} ({kind}.{seen[0]}): it wraps the answer instead of "
+                "implementing it", hint)
+
+
+def _validate(ex: Exercise, obj: Any, want_class: bool) -> None:
+    """Reject objects that cannot be the exercise's answer, before building anything."""
+    label = _label(obj)
+    if obj is None:
+        ex.fail(label, "got None instead of your implementation", "Run the exercise cell that defines it, then the "
+                "check.")
+    if not want_class and not callable(obj):
+        ex.fail(label, f"expected a function {ex.signature}, got a {type(obj).__name__}")
+    if want_class and isinstance(obj, nn.Module):
+        ex.fail(label, f"got an instance of {label}; pass the class itself", f"Call {ex.check}({label}), not "
+                f"{ex.check}({label}(...)).")
+    if want_class and not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        ex.fail(label, f"expected a subclass of nn.Module with constructor {ex.signature}, got {obj!r}")
 
 
 def run_check(ex: Exercise, obj: Any, cases: Sequence[Case], want_class: bool = True) -> None:
-    """Compare the learner's module builder ``obj`` with ``ex.reference`` on every case.
-
-    Raises :class:`CheckFailed` on the first difference; prints one line on success. The caller's
-    random-number state is left untouched.
-    """
+    """Compare the learner's module builder ``obj`` with ``ex.reference`` on every case: structure, (with
+    ``ex.check_init``) initialisation, behaviour; then reuse. Raises :class:`CheckFailed` on the first difference;
+    prints one line on success. The caller's random-number state is left untouched."""
     label = _label(obj)
-    _validate(_Ctx(ex, label, label), obj, want_class)
+    _validate(ex, obj, want_class)
     with torch.random.fork_rng(devices=[]):
         for case in cases:
-            ctx = _Ctx(ex, case.config, label)
             torch.manual_seed(SEED)
-            ref, got = case.build_ref(), _construct(ctx, case.build_got)
+            ref = case.build_ref()
+            torch.manual_seed(SEED)
             try:
-                soft = _structure(ctx, ref, got)
+                got = case.build_got()
+            except NotImplementedError:
+                ex.fail(case.config, *(t.format(label=label, where=f"calling {case.config}")
+                                       for t in WORDING["not_implemented"]))
+            except Exception as exc:
+                ex.fail(case.config, f"calling {case.config} raised {_summarise(exc)}", "Call super().__init__() "
+                        "first in __init__." if "Module.__init__() call" in str(exc) else f"It must accept "
+                        f"{ex.signature}.")
+            if not isinstance(got, nn.Module):
+                ex.fail(case.config, f"{case.config} returned None" if got is None else f"{case.config} returned a "
+                        f"{type(got).__name__}, not an nn.Module", "Did you forget `return`?" if got is None else "")
+            try:
+                soft = _structure(ex, case.config, label, ref, got)
                 if ex.check_init:
-                    _check_init(ctx, got)
+                    _check_init(ex, case.config, got)
             except CheckFailed:
                 raise
             except Exception as exc:  # an unusual module the rules cannot inspect
-                ctx.fail(f"could not inspect your module's structure: {_summarise(exc)}",
-                         "Build it from standard torch.nn modules registered as attributes, as the reference does.")
-            _behaviour(ctx, case, ref, got, soft)
+                ex.fail(case.config, f"could not inspect your module's structure: {_summarise(exc)}", "Build it from "
+                        "standard torch.nn modules registered as attributes, as the reference does.")
+            _behaviour(ex, case, label, ref, got, soft)
     first = cases[0]
-    _reject_reuse(_Ctx(ex, first.config, label), obj,
-                  lambda: first.build_got().eval()(first.make_input()[:1]) if want_class else first.build_got())
+    _reject_reuse(ex, first.config, obj, lambda: first.build_got().eval()(first.make_input()[:1]) if want_class
+                  else first.build_got())
     print(f"{ex.check}: all {len(cases)} configurations match the reference ({ex.what}) {_tick()}")
 
 
-# --- Chapter 1: conv3x3 --------------------------------------------------------------------------------------------
+def run_function_check(ex: Exercise, fn: Callable[..., Any], cases: Sequence[Case],
+                       convert: Callable[[Any, Tuple], Any] = lambda out, args: out) -> None:
+    """Compare the learner's function ``fn`` with ``ex.reference`` on every case: outputs (through ``convert``),
+    then the gradient of every argument that requires one. Raises :class:`CheckFailed`; prints one line on
+    success."""
+    label, names = _label(fn), list(inspect.signature(ex.reference).parameters)
+    _validate(ex, fn, want_class=False)
+    with torch.random.fork_rng(devices=[]):
+        for case in cases:
+            cfg, (ra, rk), (ga, gk) = case.config, case.make_input(), case.make_input()
+            torch.manual_seed(SEED + 1)
+            ref = convert(ex.reference(*ra, **rk), ra)
+            try:
+                torch.manual_seed(SEED + 1)
+                got = convert(fn(*ga, **gk), ga)
+            except NotImplementedError:
+                ex.fail(cfg, *(t.format(label=label, where="it") for t in WORDING["not_implemented"]))
+            except Exception as exc:
+                known = [v for k, v in ex.hints.items() if k.startswith("error:") and k[6:] in str(exc)]
+                ex.fail(cfg, known[0] if known else f"your function raised {_summarise(exc)}",
+                        f"It must accept {ex.signature}.", [f"raised {_summarise(exc)}"] if known else [])
+            if ex.after(ga, ra):
+                ex.fail(cfg, ex.after(ga, ra))
+            if not isinstance(got, torch.Tensor):
+                ex.fail(cfg, f"{cfg} returned {type(got).__name__}, not what {ex.signature} returns",
+                        "Did you forget `return`?" if got is None else "")
+            diff = _difference(got, ref)
+            if diff and not case.finite_only:
+                def reproduce(mistake: Mistake) -> Any:
+                    ma, mk = case.make_input()
+                    return convert(mistake.forward(*ma, **mk), ma) if mistake.applies(ma) else None
+                ex.fail(cfg, _matching_mistake(ex.mistakes, got, reproduce) or "the output differs from the "
+                        "reference's", "Likely causes: " + "; ".join(ex.causes) + ".", [diff])
+            if not torch.isfinite(got).all():
+                ex.fail(cfg, "the output is not finite (NaN or inf)", ex.hints.get("grad:nan", ""))
+            if case.grads and got.requires_grad:
+                proj = torch.randn(ref.shape, generator=torch.Generator().manual_seed(SEED + 3), dtype=ref.dtype)
+                (ref * proj).sum().backward() if ref.requires_grad else None
+                (got * proj.to(got.dtype)).sum().backward()
+                for name, r, g in zip(names, ra, ga):
+                    if not (isinstance(g, torch.Tensor) and g.requires_grad):
+                        continue
+                    rg = r.grad if r.grad is not None and r.grad.any() else None
+                    if g.grad is not None and not torch.isfinite(g.grad).all():
+                        ex.fail(cfg, ex.hints.get("grad:nan", f"the gradient of {name} is not finite (NaN or inf)"))
+                    if rg is None and g.grad is not None and g.grad.any():
+                        ex.fail(cfg, ex.hints.get(f"grad:{name}", f"a gradient flows into {name}; the reference's "
+                                                                  "does not"))
+                    if rg is not None and (g.grad is None or (not case.finite_only and _difference(g.grad, rg,
+                                                                                                   GRAD_RTOL))):
+                        ex.fail(cfg, f"no gradient reaches {name}" if g.grad is None else f"the gradient of {name} "
+                                f"differs ({_difference(g.grad, rg, GRAD_RTOL)}) although the outputs match", DETACHED)
+    first = cases[0]
+    _reject_reuse(ex, first.config, fn, lambda: fn(*first.make_input()[0], **first.make_input()[1]))
+    print(f"{ex.check}: all {len(cases)} configurations match the reference ({ex.what}) {_tick()}")
 
-_CONV = Exercise("check_conv3x3", conv3x3, "(inplanes, outplanes, stride=1) -> nn.Conv2d", root="the convolution",
-                 causes=("return nn.Conv2d(inplanes, outplanes, kernel_size=3, stride=stride, padding=1, bias=False)",))
 
+# --- Chapters 1-6: conv3x3, the three residual blocks (one table), SEBlock, the network ----------------------------
 
 def check_conv3x3(fn: Callable[..., nn.Module]) -> None:
     """Check a learner's ``conv3x3(inplanes, outplanes, stride=1)`` (``my_conv3x3``, chapter 1) against the
     package's, on four configurations. Raises :class:`CheckFailed` naming what differs (bias, padding, stride...)."""
-    configs = [(3, 8), (16, 16, 1), (8, 16, 2), (16, 32, 2)]
-    run_check(_CONV, fn, [Case(_call_text(_label(fn), a, {}), lambda a=a: conv3x3(*a), lambda a=a: fn(*a),
-                               _input(2, a[0], 9, 9)) for a in configs], want_class=False)
+    ex = Exercise("check_conv3x3", conv3x3, "(inplanes, outplanes, stride=1) -> nn.Conv2d", causes=(
+        "return nn.Conv2d(inplanes, outplanes, kernel_size=3, stride=stride, padding=1, bias=False)",),
+        root="the convolution")
+    run_check(ex, fn, [Case(_call_text(_label(fn), a, {}), _input(2, a[0], 9, 9), lambda a=a: conv3x3(*a),
+                            lambda a=a: fn(*a)) for a in [(3, 8), (16, 16, 1), (8, 16, 2), (16, 32, 2)]], False)
 
-
-# --- Chapters 2, 3 and 5: the residual blocks, one table -----------------------------------------------------------
 
 def _block_forward(m: nn.Module, x: torch.Tensor, steps: Sequence[str], after: Sequence[str]) -> torch.Tensor:
-    """A block's forward spelled as data: the branch's ``steps`` (attribute names), then ``after`` ("add" adds
-    the identity; other names are modules). Mistakes are edits of these two lists."""
+    """A block's forward as data: the branch's ``steps`` (attribute names), then ``after`` ("add" adds the
+    identity). Mistakes are edits of these two lists."""
     out = x
     for s in steps:
         out = out if s == "se" and not m.use_se else getattr(m, s)(out)
@@ -676,8 +593,7 @@ def _block_forward(m: nn.Module, x: torch.Tensor, steps: Sequence[str], after: S
 
 def _block_mistakes(steps: Tuple[str, ...], act: str) -> Tuple[Mistake, ...]:
     """The usual mistakes of a residual block, generated from its steps and final activation."""
-    name = {"relu": "ReLU", "prelu": "PReLU"}
-    ok = ("add", act)
+    name, ok = {"relu": "ReLU", "prelu": "PReLU"}, ("add", act)
     out = [Mistake(f"no activation after the addition: your output equals the reference's without its final "
                    f"{name[act]} (apply self.{act} after out += identity)",
                    lambda m, x: _block_forward(m, x, steps, ("add",))),
@@ -706,50 +622,48 @@ def _block_mistakes(steps: Tuple[str, ...], act: str) -> Tuple[Mistake, ...]:
     return tuple(out)
 
 
-_DOWNSAMPLE = ("The check passes a downsample module (a 1x1 convolution with the block's stride, then BatchNorm2d); "
-               "store it as self.downsample and apply it to x: identity = self.downsample(x) if self.downsample is "
-               "not None else x.")
-_BLOCK_SHAPE = "The output has planes * expansion channels and (H - 1) // stride + 1 rows: check the stride."
 #: exercise id -> (reference, the branch's steps, final activation, configurations
-#: (inplanes, planes, stride, with a downsample[, use_se]), hints by submodule)
+#: (inplanes, planes, stride, with a downsample[, use_se]), hints by submodule or topic)
 _BLOCKS: Dict[str, Tuple[type, Tuple[str, ...], str, List[Tuple], Dict[str, str]]] = {
     "basic_block": (BasicBlock, ("conv1", "bn1", "relu", "conv2", "bn2"), "relu",
                     [(16, 16, 1, False), (16, 32, 2, True), (8, 16, 1, True), (16, 16, 2, True)],
-                    {"downsample": _DOWNSAMPLE, "stride": "BasicBlock puts the stride on conv1 (conv3x3(inplanes, "
-                     "planes, stride)); conv2 keeps stride 1."}),
+                    {"stride": "BasicBlock puts the stride on conv1 (conv3x3(inplanes, planes, stride)); conv2 keeps "
+                     "stride 1."}),
     "bottleneck": (Bottleneck, ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"), "relu",
                    [(64, 16, 1, False), (32, 16, 2, True), (16, 8, 1, True), (64, 16, 2, True)],
-                   {"downsample": _DOWNSAMPLE, "stride": "Bottleneck (torchvision's 'v1.5' layout) puts the stride on "
-                    "the 3x3 conv2; the 1x1 conv1 and conv3 keep stride 1."}),
+                   {"stride": "Bottleneck (torchvision's 'v1.5' layout) puts the stride on the 3x3 conv2; the 1x1 "
+                    "conv1 and conv3 keep stride 1.", "maps:conv3": "conv3 expands to planes * expansion channels."}),
     "ir_block": (IRBlock, ("bn0", "conv1", "bn1", "prelu", "conv2", "bn2", "se"), "prelu",
                  [(32, 32, 1, False, None), (32, 32, 1, False, False), (32, 64, 2, True, True),
                   (32, 64, 2, True, False), (16, 32, 1, True, True), (64, 64, 2, True, True)],
-                 {"downsample": _DOWNSAMPLE, "bn0": "it normalises the block's input before conv1, pre-activation "
-                  "style", "stride": "IRBlock keeps the resolution in conv1 (inplanes -> inplanes, stride 1) and "
-                  "changes width and resolution in conv2 (inplanes -> planes, stride).",
-                  "IRBlock.conv1": "IRBlock's conv1 keeps inplanes channels; conv2 maps inplanes -> planes"}),
+                 {"bn0": "it normalises the block's input before conv1, pre-activation style", "stride": "IRBlock "
+                  "keeps the resolution in conv1 (inplanes -> inplanes, stride 1) and changes width and resolution in "
+                  "conv2 (inplanes -> planes, stride).", "maps:conv1": "IRBlock's conv1 keeps inplanes channels; "
+                  "conv2 maps inplanes -> planes."}),
 }
+_BLOCK_HINTS = {"downsample": "The check passes a downsample module (a 1x1 convolution with the block's stride, then "
+                "BatchNorm2d); store it as self.downsample and apply it to x: identity = self.downsample(x) if "
+                "self.downsample is not None else x.", "shape": "The output has planes * expansion channels and (H - 1)"
+                " // stride + 1 rows: check the stride."}
 
 
 def _check_block(exercise: str, cls: type) -> None:
     """The one check behind :func:`check_basic_block`, :func:`check_bottleneck` and :func:`check_ir_block`."""
     ref_cls, steps, act, configs, hints = _BLOCKS[exercise]
-    extra = ", use_se=True" if "se" in steps else ""
-    ex = Exercise(f"check_{exercise}", ref_cls, f"(inplanes, planes, stride=1, downsample=None{extra})",
-                  _block_mistakes(steps, act), ("the order inside the branch is " + " -> ".join(steps),
-                  "downsample must be applied to the block's input x"), hints, lambda g, r: _BLOCK_SHAPE)
-    label = _label(cls)
-    ctx = _Ctx(ex, label, label)
-    _validate(ctx, cls, want_class=True)
-    if getattr(cls, "expansion", None) != ref_cls.expansion:
-        ctx.fail(f"{label} has no class attribute expansion; the reference {ex.kind} sets expansion = "
-                 f"{ref_cls.expansion}" if getattr(cls, "expansion", None) is None else f"expansion is {cls.expansion}"
-                 f" but the reference {ex.kind} has expansion = {ref_cls.expansion}",
-                 "ResNetArcFace's _make_layer reads block.expansion: the block's output has planes * expansion "
-                 "channels.")
+    ex = Exercise(f"check_{exercise}", ref_cls, "(inplanes, planes, stride=1, downsample=None" +
+                  (", use_se=True)" if "se" in steps else ")"), _block_mistakes(steps, act),
+                  ("the order inside the branch is " + " -> ".join(steps), "downsample must be applied to the block's "
+                   "input x"), {**_BLOCK_HINTS, **hints})
+    label, want, have = _label(cls), ref_cls.expansion, getattr(cls, "expansion", None)
+    _validate(ex, cls, want_class=True)
+    if have != want:
+        ex.fail(label, f"{label} has no class attribute expansion; the reference {ex.kind} sets expansion = {want}"
+                if have is None else f"expansion is {have} but the reference {ex.kind} has expansion = {want}",
+                "ResNetArcFace's _make_layer reads block.expansion: the block's output has planes * expansion "
+                "channels.")
     cases = []
     for inplanes, planes, stride, with_ds, *use_se in configs:
-        out = planes * ref_cls.expansion
+        out = planes * want
         args = [inplanes, planes] + ([stride] if stride != 1 or with_ds else []) + (["downsample"] if with_ds else [])
         kwargs = {"use_se": use_se[0]} if use_se and use_se[0] is not None else {}
 
@@ -758,11 +672,9 @@ def _check_block(exercise: str, cls: type) -> None:
             torch.manual_seed(SEED + 2)
             ds = nn.Sequential(nn.Conv2d(i, o, kernel_size=1, stride=s, bias=False), nn.BatchNorm2d(o))
             return klass(*[ds if v == "downsample" else v for v in a], **k)
-
-        names = {3: f"downsample=Sequential(Conv2d({inplanes}, {out}, 1x1, stride={stride}, bias=False), "
-                    f"BatchNorm2d({out}))"}
-        cases.append(Case(_call_text(label, args, kwargs, names), lambda b=build: b(ref_cls), lambda b=build: b(cls),
-                          _input(4, inplanes, 8, 8)))
+        text = _call_text(label, args, kwargs, {3: f"downsample=Sequential(Conv2d({inplanes}, {out}, 1x1, stride="
+                                                   f"{stride}, bias=False), BatchNorm2d({out}))"})
+        cases.append(Case(text, _input(4, inplanes, 8, 8), lambda b=build: b(ref_cls), lambda b=build: b(cls)))
     run_check(ex, cls, cases)
 
 
@@ -785,8 +697,6 @@ def check_ir_block(cls: type) -> None:
     _check_block("ir_block", cls)
 
 
-# --- Chapter 4: SEBlock --------------------------------------------------------------------------------------------
-
 _SE = Exercise(
     "check_se_block", SEBlock, "(channel, reduction=16)",
     (Mistake("SE gate has no Sigmoid: your output equals x * (fc without the sigmoid)",
@@ -794,28 +704,24 @@ _SE = Exercise(
      Mistake("the squeeze uses max pooling: your output equals the reference's with adaptive max pooling in place of "
              "the average", lambda m, x: x * m.fc(F.adaptive_max_pool2d(x, 1).flatten(1))[:, :, None, None]),
      Mistake("the gate is added, not multiplied: your output equals x + gate; the reference computes x * gate",
-             lambda m, x: x + m.gate(x))),
+             lambda m, x: x + m.gate(x)),
+     Mistake("SE returns the gate instead of x * gate: the output must have the input's shape (N, C, H, W)",
+             lambda m, x: m.gate(x))),
     ("squeeze = global average pool to (N, C)", "excite = Linear -> PReLU -> Linear -> Sigmoid",
-     "output = x * gate, broadcast over H and W"), {"fc": "the excitation MLP"},
-    lambda g, r: ("SE returns the gate instead of x * gate: the output must have the input's shape (N, C, H, W)"
-                  if g[-2:] == (1, 1) or len(g) == 2 else "The output must have the input's shape."))
+     "output = x * gate, broadcast over H and W"), {"fc": "the excitation MLP"})
 
 
 def check_se_block(cls: type) -> None:
     """Check a learner's ``SEBlock(channel, reduction=16)`` (``MySEBlock``, chapter 4) on four configurations.
     Raises :class:`CheckFailed` naming what differs."""
-    configs = [(64,), (32, 8), (48, 16), (128, 4)]
-    run_check(_SE, cls, [Case(_call_text(_label(cls), a, {}), lambda a=a: SEBlock(*a), lambda a=a: cls(*a),
-                              _input(4, a[0], 6, 6)) for a in configs])
+    run_check(_SE, cls, [Case(_call_text(_label(cls), a, {}), _input(4, a[0], 6, 6), lambda a=a: SEBlock(*a),
+                              lambda a=a: cls(*a)) for a in [(64,), (32, 8), (48, 16), (128, 4)]])
 
-
-# --- Chapter 6: the whole network ----------------------------------------------------------------------------------
 
 def _model_forward(m: nn.Module, x: torch.Tensor, stem: bool = True, head: Sequence[str] = ("bn4", "dropout")
                    ) -> torch.Tensor:
     """ResNetArcFace's forward with switches for the usual mistakes."""
-    x = m.maxpool(m.prelu(m.bn1(m.conv1(x))) if stem else m.bn1(m.conv1(x)))
-    x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+    x = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.prelu(m.bn1(m.conv1(x))) if stem else m.bn1(m.conv1(x)))))))
     for s in head:
         x = getattr(m, s)(x)
     return m.bn5(m.fc5(x.flatten(1)))
@@ -828,8 +734,7 @@ _MODEL = Exercise(
              lambda m, x: _model_forward(m, x, head=("bn4",)), train_only=True),
      Mistake("dropout in the wrong place: your train-mode output equals the reference's with dropout before bn4 (the "
              "head is bn4 -> dropout -> flatten -> fc5 -> bn5)",
-             lambda m, x: _model_forward(m, x, head=("dropout", "bn4")),
-             train_only=True),
+             lambda m, x: _model_forward(m, x, head=("dropout", "bn4")), train_only=True),
      Mistake("no PReLU in the stem: your output equals the reference's without prelu after bn1 (the stem is conv1 -> "
              "bn1 -> prelu -> maxpool)", lambda m, x: _model_forward(m, x, stem=False))),
     ("a block differs from IRBlock (check yours with check_ir_block first)", "the stem is conv1 -> bn1 -> prelu -> "
@@ -843,129 +748,68 @@ _MODEL = Exercise(
      "fc5": "A 128x128 input leaves an 8x8 map after the stem's max-pool (64x64) and the three stride-2 stages "
             "(32, 16, 8); 7x7 is the 112x112 convention of InsightFace.",
      "maxpool": "MaxPool2d(2, 2) at the end of the stem halves 128x128 to 64x64",
-     "stride": "Each of layer2..layer4 halves the resolution in its first block."},
-    lambda g, r: "The network returns a (N, 512) embedding: bn5(fc5(flatten(dropout(bn4(x))))).",
+     "stride": "Each of layer2..layer4 halves the resolution in its first block.",
+     "shape": "The network returns a (N, 512) embedding: bn5(fc5(flatten(dropout(bn4(x)))))."},
     check_init=True, what="structure, initialisation, eval/train outputs and gradients")
 
 
 def check_resnet_arcface(cls: type) -> None:
-    """Check a learner's ``ResNetArcFace(block, layers, use_se=True)`` (``MyResNetArcFace``, chapter 6).
-
-    Builds ``'IRBlock'`` networks with ``layers`` (1, 1, 1, 1) (``use_se`` at its default) and (2, 2, 2, 2)
-    with ``use_se`` False (GFPGAN's) and True; checks each one's structure and initialisation, and on the same
-    weights its eval-mode output; train-mode outputs for the first two; and the gradients of every parameter
-    for the smallest one only (a backward pass through the whole network is the costliest step). The slowest
-    check: 39 s measured on a 2-core CPU shared with other jobs (load 9), less on a quiet machine. The
-    learner's class may use the package's ``IRBlock``.
-
-    Raises:
-        CheckFailed: naming the configuration and what differs.
-    """
+    """Check a learner's ``ResNetArcFace(block, layers, use_se=True)`` (``MyResNetArcFace``, chapter 6) with
+    ``'IRBlock'`` and ``layers`` (1, 1, 1, 1) (``use_se`` at its default), (2, 2, 2, 2) with ``use_se`` False and
+    True: structure, initialisation, eval outputs; train outputs for the first two, all parameters' gradients for
+    the first (the costliest step). The slowest check: 39 s measured on a 2-core CPU shared with other jobs (load
+    9). The learner's class may use the package's ``IRBlock``. Raises :class:`CheckFailed` naming what differs."""
     configs = [(("IRBlock", (1, 1, 1, 1)), {}, "train, grads"), (("IRBlock", (2, 2, 2, 2)), {"use_se": False}, "train"),
                (("IRBlock", (2, 2, 2, 2)), {"use_se": True}, "")]
-    run_check(_MODEL, cls, [Case(_call_text(_label(cls), a, k), lambda a=a, k=k: ResNetArcFace(*a, **k),
-                                 lambda a=a, k=k: cls(*a, **k), _input(2, 1, 128, 128), train="train" in modes,
-                                 grads="grads" in modes, eval_batch=1)  # train mode needs a batch of 2 (bn5)
+    run_check(_MODEL, cls, [Case(_call_text(_label(cls), a, k), _input(2, 1, 128, 128),
+                                 lambda a=a, k=k: ResNetArcFace(*a, **k), lambda a=a, k=k: cls(*a, **k),
+                                 "train" in modes, "grads" in modes, eval_batch=1)  # train mode needs 2 samples (bn5)
                             for a, k, modes in configs])
 
 
-# --- Chapters 7-10: functions, compared on outputs and input gradients ---------------------------------------------
+# --- Chapters 7-10: functions ---------------------------------------------------------------------------------------
 
-def run_function_check(ex: Exercise, fn: Callable[..., Any], cases: Sequence[Case],
-                       convert: Callable[[Any, Tuple], Any] = lambda out, args: out) -> None:
-    """Compare the learner's function ``fn`` with ``ex.reference`` on every case (``make_input`` returns
-    ``(args, kwargs)``, fresh each call): outputs (through ``convert``), then the gradient of every argument that
-    requires one. ``ex.hints`` may word errors (``"error:<text in the message>"``) and gradients
-    (``"grad:<argument>"``, ``"grad:nan"``). Raises :class:`CheckFailed`; prints one line on success."""
-    label, names = _label(fn), list(inspect.signature(ex.reference).parameters)
-    _validate(_Ctx(ex, label, label), fn, want_class=False)
-    with torch.random.fork_rng(devices=[]):
-        for case in cases:
-            ctx = _Ctx(ex, case.config, label)
-            (ra, rk), (ga, gk) = case.make_input(), case.make_input()
-            torch.manual_seed(SEED + 1)
-            ref = convert(ex.reference(*ra, **rk), ra)
-            try:
-                torch.manual_seed(SEED + 1)
-                got = convert(fn(*ga, **gk), ga)
-            except NotImplementedError:
-                ctx.fail(f"{label} is not implemented yet: it raised NotImplementedError", NOT_IMPLEMENTED)
-            except Exception as exc:
-                known = [v for k, v in ex.hints.items() if k.startswith("error:") and k[6:] in str(exc)]
-                ctx.fail(known[0] if known else f"your function raised {_summarise(exc)}",
-                         f"It must accept {ex.signature}.", [f"raised {_summarise(exc)}"] if known else [])
-            problem = ex.after(ga, ra)
-            if problem:
-                ctx.fail(problem)
-            if not isinstance(got, torch.Tensor):
-                ctx.fail(f"{case.config} returned {type(got).__name__}, not what {ex.signature} returns",
-                         "Did you forget `return`?" if got is None else "")
-            diff = _difference(got, ref)
-            if diff and not case.finite_only:
-                for mistake in ex.mistakes:
-                    try:
-                        (ma, mk) = case.make_input()
-                        torch.manual_seed(SEED + 1)
-                        if mistake.applies(ma) and not _difference(got, convert(mistake.forward(*ma, **mk), ma)):
-                            ctx.fail(mistake.message, "", [f"your output differs from the reference's: {diff}"])
-                    except CheckFailed:
-                        raise
-                    except Exception:  # a mistake that cannot run on this case simply does not match
-                        pass
-                ctx.fail("the output differs from the reference's", "Likely causes: " + "; ".join(ex.causes) + ".",
-                         [diff])
-            if not torch.isfinite(got).all():
-                ctx.fail("the output is not finite (NaN or inf)", ex.hints.get("grad:nan", ""))
-            if case.grads and got.requires_grad:
-                proj = torch.randn(ref.shape, generator=torch.Generator().manual_seed(SEED + 3), dtype=ref.dtype)
-                (ref * proj).sum().backward() if ref.requires_grad else None
-                (got * proj.to(got.dtype)).sum().backward()
-                for i, (r, g) in enumerate(zip(ra, ga)):
-                    if not (isinstance(g, torch.Tensor) and g.requires_grad):
-                        continue
-                    if g.grad is not None and not torch.isfinite(g.grad).all():
-                        ctx.fail(ex.hints.get("grad:nan", f"the gradient of {names[i]} is not finite (NaN or inf)"))
-                    if (r.grad is None or not r.grad.any()) and g.grad is not None and g.grad.any():
-                        ctx.fail(ex.hints.get(f"grad:{names[i]}", f"a gradient flows into {names[i]}; the "
-                                 "reference's does not"))
-                    if r.grad is not None and r.grad.any() and (g.grad is None or (
-                            not case.finite_only and _difference(g.grad, r.grad, GRAD_RTOL))):
-                        ctx.fail(f"no gradient reaches {names[i]}" if g.grad is None else f"the gradient of "
-                                 f"{names[i]} differs ({_difference(g.grad, r.grad, GRAD_RTOL)}) although the "
-                                 "outputs match", "Is part of the computation detached (.detach(), .data, "
-                                 "torch.no_grad()) or done outside autograd (.item(), numpy)?")
-    first = cases[0]
-    _reject_reuse(_Ctx(ex, first.config, label), fn, lambda: fn(*first.make_input()[0], **first.make_input()[1]))
-    print(f"{ex.check}: all {len(cases)} configurations match the reference ({ex.what}) {_tick()}")
+def _arcface_input(n: int, c: int, kw: Dict[str, float], edge: bool = False) -> Callable[[], Tuple]:
+    """Random cosines, labels never on the row's largest, one past the threshold pi - m; ``edge``: cos = +-1."""
+    def inputs() -> Tuple:
+        cos = torch.rand(n, c, generator=torch.Generator().manual_seed(SEED + n), dtype=torch.float64) * 1.9 - 0.95
+        labels = (cos.argmax(1) + 1 + torch.arange(n) % (c - 1)) % c
+        cos[0, labels[0]] = -0.97
+        if edge:
+            cos[torch.arange(n), labels] = torch.tensor([1.0, -1.0]).repeat(n)[:n].to(cos)
+        return (cos.requires_grad_(), labels), dict(kw)
+    return inputs
+
+
+def _arcface_mistake(message: str, logits: Callable[..., torch.Tensor]) -> Mistake:
+    return Mistake(message, lambda c, l, s=64.0, m=0.5: logits(c, l, s, m))
 
 
 _ARCFACE = Exercise(
-    "check_arcface_logits", arcface_logits, "(cosine, labels, s=64.0, m=0.5) -> logits",
-    (Mistake("margin added to every class: your logits equal s * cos(theta + m) in every column; ArcFace adds the "
-             "margin to the target class's angle only (the column labels[i] of row i)",
-             lambda c, l, s=64.0, m=0.5: torch.stack([arcface_logits(c, torch.full_like(l, j), s, m)[:, j]
-                                                      for j in range(c.shape[1])], 1)),
-     Mistake("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) - m) (CosFace's margin) "
-             "at the target; ArcFace computes s * cos(theta + m)",
-             lambda c, l, s=64.0, m=0.5: cosface_logits(c, l, s, m)),
-     Mistake("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) + m) at the target; "
-             "ArcFace computes s * cos(theta + m)", lambda c, l, s=64.0, m=0.5: cosface_logits(c, l, s, -m)),
-     Mistake("s applied twice: your logits equal the reference's times s", lambda c, l, s=64.0, m=0.5:
-             arcface_logits(c, l, s, m) * s),
-     Mistake("s not applied: your logits equal the reference's divided by s (multiply by s once, after the margin)",
-             lambda c, l, s=64.0, m=0.5: arcface_logits(c, l, s, m) / s),
-     Mistake("s ignored: your logits equal the reference's with s=64 whatever the call passes",
-             lambda c, l, s=64.0, m=0.5: arcface_logits(c, l, 64.0, m)),
-     Mistake("m ignored: your logits equal the reference's with m=0.5 whatever the call passes",
-             lambda c, l, s=64.0, m=0.5: arcface_logits(c, l, s, 0.5)),
-     Mistake("labels ignored: your margin lands on each row's largest cosine, not on the column labels[i]",
-             lambda c, l, s=64.0, m=0.5: arcface_logits(c, c.argmax(1), s, m)),
-     Mistake("labels ignored: your margin lands on column 0, not on the column labels[i]",
-             lambda c, l, s=64.0, m=0.5: arcface_logits(c, torch.zeros_like(l), s, m)),
-     Mistake("cos(theta + m) used past theta = pi - m: there it grows again as theta grows; the reference switches to "
-             "cos(theta) - m sin(m) when cos(theta) <= cos(pi - m) (see the chapter)",
-             lambda c, l, s=64.0, m=0.5: s * torch.where(F.one_hot(l, c.shape[1]).bool(),
-                                                         torch.cos(torch.acos(c.clamp(-1, 1)) + m), c))),
+    "check_arcface_logits", arcface_logits, "(cosine, labels, s=64.0, m=0.5) -> logits", tuple(
+        _arcface_mistake(*entry) for entry in [
+            ("margin added to every class: your logits equal s * cos(theta + m) in every column; ArcFace adds the "
+             "margin to the target class's angle only (the column labels[i] of row i)", lambda c, l, s, m: torch.stack(
+                 [arcface_logits(c, torch.full_like(l, j), s, m)[:, j] for j in range(c.shape[1])], 1)),
+            ("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) - m) (CosFace's margin) "
+             "at the target; ArcFace computes s * cos(theta + m)", cosface_logits),
+            ("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) + m) at the target; "
+             "ArcFace computes s * cos(theta + m)", lambda c, l, s, m: cosface_logits(c, l, s, -m)),
+            ("s applied twice: your logits equal the reference's times s", lambda c, l, s, m: arcface_logits(
+                c, l, s, m) * s),
+            ("s not applied: your logits equal the reference's divided by s (multiply by s once, after the margin)",
+             lambda c, l, s, m: arcface_logits(c, l, s, m) / s),
+            ("s ignored: your logits equal the reference's with s=64 whatever the call passes",
+             lambda c, l, s, m: arcface_logits(c, l, 64.0, m)),
+            ("m ignored: your logits equal the reference's with m=0.5 whatever the call passes",
+             lambda c, l, s, m: arcface_logits(c, l, s, 0.5)),
+            ("labels ignored: your margin lands on each row's largest cosine, not on the column labels[i]",
+             lambda c, l, s, m: arcface_logits(c, c.argmax(1), s, m)),
+            ("labels ignored: your margin lands on column 0, not on the column labels[i]",
+             lambda c, l, s, m: arcface_logits(c, torch.zeros_like(l), s, m)),
+            ("cos(theta + m) used past theta = pi - m: there it grows again as theta grows; the reference switches to "
+             "cos(theta) - m sin(m) when cos(theta) <= cos(pi - m) (see the chapter)", lambda c, l, s, m: s *
+             torch.where(F.one_hot(l, c.shape[1]).bool(), torch.cos(torch.acos(c.clamp(-1, 1)) + m), c))]),
     ("the margin belongs to the target's angle: cos(theta + m) = cos(theta) cos(m) - sin(theta) sin(m)",
      "every logit is scaled by s once"),
     {"grad:nan": "NaN gradient at cos = 1: the derivative of acos (and of sqrt(1 - cos^2)) is infinite at cos = +-1; "
@@ -977,21 +821,11 @@ def check_arcface_logits(fn: Callable[..., torch.Tensor]) -> None:
     """Check a learner's ``arcface_logits(cosine, labels, s=64.0, m=0.5)`` (``my_arcface_logits``, chapter 7)
     against :func:`resnet_arcface.losses.arcface_logits`: logits and gradients on random cosines (some past the
     threshold pi - m), with other ``s`` and ``m``, and finite gradients at cos = +-1 exactly."""
-    def make(n: int, c: int, kw: Dict[str, float], edge: bool = False) -> Callable[[], Tuple]:
-        def inputs() -> Tuple:
-            g = torch.Generator().manual_seed(SEED + n)
-            cos = torch.rand(n, c, generator=g, dtype=torch.float64) * 1.9 - 0.95
-            labels = (cos.argmax(1) + 1 + torch.arange(n) % (c - 1)) % c  # never the row's largest cosine
-            cos[0, labels[0]] = -0.97  # past the threshold cos(pi - m)
-            if edge:
-                cos[torch.arange(n), labels] = torch.tensor([1.0, -1.0]).repeat(n)[:n].to(cos)
-            return (cos.requires_grad_(), labels), dict(kw)
-        return inputs
-    configs = [(6, 5, {}, False), (8, 7, {"s": 30.0, "m": 0.3}, False), (4, 3, {}, True)]
-    text = "{}(cosine ({}, {}){}, labels{})"
-    run_function_check(_ARCFACE, fn, [Case(text.format(_label(fn), n, c, " with +-1" if e else "", "".join(
-        f", {k}={v}" for k, v in kw.items())), None, None, make(n, c, kw, e), finite_only=e)
-        for n, c, kw, e in configs])
+    run_function_check(_ARCFACE, fn, [Case(f"{_label(fn)}(cosine ({n}, {c}){' with +-1' if e else ''}, labels"
+                                           + "".join(f", {k}={v}" for k, v in kw.items()) + ")",
+                                           _arcface_input(n, c, kw, e), finite_only=e)
+                                      for n, c, kw, e in [(6, 5, {}, False), (8, 7, {"s": 30.0, "m": 0.3}, False),
+                                                          (4, 3, {}, True)]])
 
 
 def _roc_step(scores: torch.Tensor, same: torch.Tensor, far: float, step: int, on_same: bool = False) -> float:
@@ -1021,15 +855,13 @@ def check_tar_at_far(fn: Callable[..., float]) -> None:
     """Check a learner's ``tar_at_far(scores, same, far)`` (``my_tar_at_far``, chapter 8) against
     :func:`resnet_arcface.verify.tar_at_far` on overlapping genuine and impostor scores, with and without ties."""
     def make(far: float, ties: bool) -> Callable[[], Tuple]:
-        def inputs() -> Tuple:
-            g = torch.Generator().manual_seed(SEED + 5)
-            scores = torch.cat([torch.randn(30, generator=g) + 1.5, torch.randn(60, generator=g)])
-            return ((scores * 4).round() / 4 if ties else scores, torch.arange(90) < 30, far), {}
-        return inputs
+        g = torch.Generator().manual_seed(SEED + 5)
+        scores = torch.cat([torch.randn(30, generator=g) + 1.5, torch.randn(60, generator=g)])
+        return lambda: (((scores * 4).round() / 4 if ties else scores.clone(), torch.arange(90) < 30, far), {})
     run_function_check(_TAR, fn, [Case(f"{_label(fn)}(scores, same, far={far})" + (" with tied scores" if ties else ""),
-                                       None, None, make(far, ties), grads=False)
+                                       make(far, ties), grads=False)
                                   for far, ties in [(0.1, False), (0.05, False), (0.25, True), (0.02, True)]],
-                       convert=lambda out, args: torch.as_tensor(out, dtype=torch.float64) if isinstance(
+                       lambda out, args: torch.as_tensor(out, dtype=torch.float64) if isinstance(
                            out, (float, int, torch.Tensor)) and not isinstance(out, bool) else out)
 
 
@@ -1037,9 +869,7 @@ def _identity_variant(model: nn.Module, output: torch.Tensor, target: torch.Tens
                       gray: str = "luma", loss: Callable = F.l1_loss, norm: bool = False) -> torch.Tensor:
     """GFPGAN's identity loss with switches for the usual mistakes."""
     def embed(x: torch.Tensor) -> torch.Tensor:
-        if gray == "mean":
-            x = x.mean(1, keepdim=True)
-        e = model(preprocess(x, value_range=(-1.0, 1.0), size=model.input_size))
+        e = model(preprocess(x.mean(1, keepdim=True) if gray == "mean" else x, (-1.0, 1.0), model.input_size))
         return F.normalize(e, dim=1) if norm else e
     return weight * loss(embed(output), embed(target).detach())
 
@@ -1072,42 +902,31 @@ _IDENTITY = Exercise(
 
 def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
     """Check a learner's ``identity_loss(model, output, target, weight=10.0)`` (``my_identity_loss``, chapter 9)
-    against :func:`resnet_arcface.losses.identity_loss`, with a small eval-mode ResNetArcFace, RGB and gray images
-    in [-1, 1] of another size than the network's, and the gradients of both image batches."""
-    def make(channels: int, kw: Dict[str, float]) -> Callable[[], Tuple]:
+    against :func:`resnet_arcface.losses.identity_loss`, with a small eval-mode ResNetArcFace, RGB images in
+    [-1, 1] of another size than the network's, and the gradients of both image batches."""
+    def make(kw: Dict[str, float]) -> Callable[[], Tuple]:
         def inputs() -> Tuple:
             torch.manual_seed(SEED)
-            model = ResNetArcFace("IRBlock", (1, 1, 1, 1), False, widths=(8, 8, 16, 16), input_size=32,
-                                  embedding_dim=16)
+            model = ResNetArcFace("IRBlock", (1, 1, 1, 1), False, (8, 8, 16, 16), input_size=32, embedding_dim=16)
             _randomise(model)
             model.modes = []  # the network's mode at each call: the learner's function must not train it
             model.register_forward_pre_hook(lambda m, i: m.modes.append(m.training))
-            g = torch.Generator().manual_seed(SEED + 6)
-            out, target = (torch.rand(2, 4, channels, 48, 48, generator=g) * 2 - 1).unbind(0)
+            out, target = (torch.rand(2, 4, 3, 48, 48, generator=torch.Generator().manual_seed(SEED + 6)) * 2 - 1)
             return (model.eval(), out.requires_grad_(), target.requires_grad_()), dict(kw)
         return inputs
-    run_function_check(_IDENTITY, fn, [Case(f"{_label(fn)}(model, output {(4, c, 48, 48)}, target{extra})", None, None,
-                                            make(c, kw)) for c, kw, extra in [(3, {}, ""), (3, {"weight": 2.5},
-                                                                                             ", weight=2.5")]])
+    run_function_check(_IDENTITY, fn, [Case(f"{_label(fn)}(model, output (4, 3, 48, 48), target{extra})", make(kw))
+                                       for kw, extra in [({}, ""), ({"weight": 2.5}, ", weight=2.5")]])
 
 
 def _fold_variant(conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: bool = True, beta: bool = True, root: bool = True,
                   eps: bool = True, axis: int = 0) -> nn.Conv2d:
     """Folding with switches for the usual mistakes: ``w * scale``, ``(b - mean) * scale + beta``."""
-    var = bn.running_var + (bn.eps if eps else 0.0)
-    scale = bn.weight / (var.sqrt() if root else var)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+    scale = bn.weight / (bn.running_var + (bn.eps if eps else 0.0)) ** (0.5 if root else 1.0)
     folded = copy.deepcopy(conv)
     folded.weight = nn.Parameter(conv.weight * scale.view([-1 if d == axis else 1 for d in range(4)]))
-    folded.bias = nn.Parameter((bias - (bn.running_mean if mean else 0.0)) * scale + (bn.bias if beta else 0.0))
+    folded.bias = nn.Parameter(((conv.bias if conv.bias is not None else 0.0) - (bn.running_mean if mean else 0.0))
+                               * scale + (bn.bias if beta else 0.0))
     return folded
-
-
-def _fold_left(args: Tuple, ref_args: Tuple) -> str:
-    same = all(torch.equal(a, b) for a, b in zip(args[0].state_dict().values(), ref_args[0].state_dict().values()))
-    return "" if same and all(torch.equal(a, b) for a, b in zip(args[1].state_dict().values(),
-                                                                 ref_args[1].state_dict().values())) else \
-        "your function changed the convolution or the BatchNorm it was given; build a new nn.Conv2d"
 
 
 _FOLD = Exercise(
@@ -1129,7 +948,9 @@ _FOLD = Exercise(
      "bias = (conv.bias or 0 - running_mean) * scale + beta"),
     {"error:size of tensor": "scaled the wrong axis: BatchNorm scales each OUTPUT channel, so multiply weight by "
                              "scale.view(-1, 1, 1, 1) (dimension 0)"},
-    after=_fold_left, what="the folded convolution's output")
+    after=lambda args, ref_args: "" if all(torch.equal(a, b) for i in (0, 1) for a, b in zip(
+        args[i].state_dict().values(), ref_args[i].state_dict().values())) else "your function changed the "
+    "convolution or the BatchNorm it was given; build a new nn.Conv2d", what="the folded convolution's output")
 
 
 def check_fold_conv_bn(fn: Callable[[nn.Conv2d, nn.BatchNorm2d], nn.Conv2d]) -> None:
@@ -1141,31 +962,21 @@ def check_fold_conv_bn(fn: Callable[[nn.Conv2d, nn.BatchNorm2d], nn.Conv2d]) -> 
             torch.manual_seed(SEED)
             conv, bn = nn.Conv2d(cin, cout, 3, stride, 1, bias=bias), nn.BatchNorm2d(cout)
             _randomise(bn)
-            with torch.no_grad():
-                bn.running_var[::2] = 1e-4  # where eps matters
+            bn.running_var[::2] = 1e-4  # where eps matters
             return (conv.requires_grad_(False), bn.eval().requires_grad_(False)), {}
         return inputs
     x = _input(2, 8, 7, 7)()
-
-    def run(out: Any, args: Tuple) -> Any:
-        if not isinstance(out, nn.Conv2d):
-            return out
-        return out(x[:, :out.in_channels]).detach()
     run_function_check(_FOLD, fn, [Case(f"{_label(fn)}(Conv2d({i}, {o}, 3x3, stride={s}, bias={b}), BatchNorm2d({o}))",
-                                        None, None, make(i, o, s, b), grads=False)
-                                   for i, o, s, b in [(8, 8, 1, False), (4, 8, 2, True), (8, 6, 1, True)]], run)
+                                        make(i, o, s, b), grads=False)
+                                   for i, o, s, b in [(8, 8, 1, False), (4, 8, 2, True), (8, 6, 1, True)]],
+                       lambda out, args: out(x[:, :out.in_channels]).detach() if isinstance(out, nn.Conv2d) else out)
 
 
 #: The grader's registry: exercise id -> (the learner's object's name in the chapter notebook, its check).
 EXERCISES: Dict[str, Tuple[str, Callable[[Any], None]]] = {
-    "conv3x3": ("my_conv3x3", check_conv3x3),
-    "basic_block": ("MyBasicBlock", check_basic_block),
-    "bottleneck": ("MyBottleneck", check_bottleneck),
-    "se_block": ("MySEBlock", check_se_block),
-    "ir_block": ("MyIRBlock", check_ir_block),
-    "resnet_arcface": ("MyResNetArcFace", check_resnet_arcface),
-    "arcface_logits": ("my_arcface_logits", check_arcface_logits),
-    "tar_at_far": ("my_tar_at_far", check_tar_at_far),
-    "identity_loss": ("my_identity_loss", check_identity_loss),
-    "fold_conv_bn": ("my_fold_conv_bn", check_fold_conv_bn),
+    "conv3x3": ("my_conv3x3", check_conv3x3), "basic_block": ("MyBasicBlock", check_basic_block),
+    "bottleneck": ("MyBottleneck", check_bottleneck), "se_block": ("MySEBlock", check_se_block),
+    "ir_block": ("MyIRBlock", check_ir_block), "resnet_arcface": ("MyResNetArcFace", check_resnet_arcface),
+    "arcface_logits": ("my_arcface_logits", check_arcface_logits), "tar_at_far": ("my_tar_at_far", check_tar_at_far),
+    "identity_loss": ("my_identity_loss", check_identity_loss), "fold_conv_bn": ("my_fold_conv_bn", check_fold_conv_bn),
 }

@@ -1,34 +1,23 @@
-"""Grade a folder of completed learner notebooks: one CSV row per learner and exercise.
+"""Grade a folder of completed learner notebooks: one CSV row (``learner, exercise, passed, message``) per learner
+and exercise. ``arcface-grade SUBMISSIONS [--out grades/grades.csv] [--timeout 120] [--jobs 2] [--exercises
+conv3x3,se_block]`` (or ``make grade SUBMISSIONS=dir``); ``SUBMISSIONS`` holds ``alice.ipynb``, ... or one folder
+of notebooks per learner (an exercise passes if it passes in any). The instructors' guide: ``book/instructors.md``.
 
-``arcface-grade SUBMISSIONS [--out grades/grades.csv] [--timeout 120] [--jobs 2] [--exercises conv3x3,se_block]``
-(or ``make grade SUBMISSIONS=dir``). ``SUBMISSIONS`` holds ``alice.ipynb``, ... (the learner is the file stem),
-or one folder of notebooks per learner (an exercise passes if it passes in any of them). The CSV has the columns
-``learner, exercise, passed, message``; the instructors' guide is ``book/instructors.md``.
-
-One notebook is graded by a worker subprocess: a fresh kernel (nbclient) in an empty temporary folder runs the
-learner's code cells with errors allowed, within ``--timeout`` seconds in all; then one cell of the grader's
-own imports ``resnet_arcface.checks``, runs each exercise's check on the object of its fixed name (printed
-output captured) and displays each result as an ``application/vnd.arcface-grade+json`` output; the checks get
-``--check-timeout`` seconds per exercise, in all. Only that cell's outputs are read. The parent kills a worker
-(and its kernel) that outlives every limit.
-
-What it defends against, and what it does not
----------------------------------------------
-It grades correctly a notebook that crashes a cell, kills its kernel (``os._exit``, a segfault, running out
-of memory), hangs (in a cell or in a check), defines the wrong thing or nothing, or prints a check's success
-line (or anything that looks like a result) without passing: the learner's output is never read.
-
-It does NOT defend against a learner who attacks the grader: the checks run in the learner's kernel, after the
-learner's code, so that code can replace the checks, ``EXERCISES`` or the package, patch ``torch``, or hook
-IPython to rewrite the grader's cell and its outputs. It RUNS THE LEARNERS' CODE with your permissions: grade
-in a throwaway container or VM without network or secrets, and read the notebooks whose grades matter.
-Needs a POSIX system (process groups).
+A worker subprocess per notebook runs a fresh kernel (nbclient) in an empty temporary folder: the learner's code
+cells (errors allowed, ``--timeout`` seconds in all), then one grader cell that runs each exercise's check from
+``resnet_arcface.checks`` on the object of its fixed name (``--check-timeout`` seconds per exercise) and displays
+each result as ``application/vnd.arcface-grade+json``; only that cell's outputs are read. The parent kills a
+worker, and its kernel, that outlives every limit. So a notebook that crashes a cell, kills its kernel, hangs,
+defines the wrong thing or nothing, or prints a success line or a fake result is graded correctly. It does NOT
+defend against a learner who attacks the grader (the checks run in the learner's kernel, after their code), and
+it RUNS THEIR CODE with your permissions: grade in a throwaway container without network or secrets. POSIX only.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
 import csv
+import importlib
 import json
 import os
 import signal
@@ -51,15 +40,12 @@ def __arcface_grade(checks_module, exercises):
     import contextlib, importlib, io
     from IPython.display import display
 
-    class Capture(io.StringIO):
-        encoding = "utf-8"  # so a check may print its tick mark
-
     table = importlib.import_module(checks_module).EXERCISES
     for exercise, name in exercises:
         if name not in globals():
             result = [False, f"{name} not defined"]
         else:
-            check, out = table[exercise][1], Capture()
+            check, out = table[exercise][1], type("Capture", (io.StringIO,), {"encoding": "utf-8"})()  # for a tick
             try:
                 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
                     check(globals()[name])
@@ -67,16 +53,11 @@ def __arcface_grade(checks_module, exercises):
                 result = [True, (lines or ["passed"])[-1]]
             except BaseException as error:
                 message = str(error).strip()
-                if not isinstance(error, AssertionError) or not message:
-                    message = f"{type(error).__name__}: {message}" if message else type(error).__name__
-                result = [False, message]
+                result = [False, message if isinstance(error, AssertionError) and message else
+                          ": ".join(filter(None, [type(error).__name__, message]))]
         display({"%s": {"exercise": exercise, "result": result}}, raw=True)
 
-
-try:
-    __arcface_grade(%r, %r)
-finally:
-    del __arcface_grade
+__arcface_grade(%r, %r)
 '''
 
 
@@ -96,20 +77,17 @@ def grade_notebook(path: Path, exercises: Sequence[Tuple[str, str]], timeout: fl
         nb = nbformat.read(path, as_version=4)
     except Exception as error:  # not JSON, not a notebook
         return _all(exercises, f"could not read the notebook: {type(error).__name__}: {error}")
-    nb.cells = [c for c in nb.cells if c.cell_type == "code"]  # the learner's code, without their outputs
-    for cell in nb.cells:
-        cell.outputs = []
+    nb.cells = [nbformat.from_dict({**c, "outputs": []}) for c in nb.cells if c.cell_type == "code"]  # no outputs
     deadline = [time.monotonic() + STARTUP_TIMEOUT + timeout]
     grader = nbformat.v4.new_code_cell(GRADER_CELL % (MIME, checks, [list(e) for e in exercises]))
     results: Dict[str, Result] = {}
-    timed_out = False
+    timed_out, where = False, "starting the kernel"
     with tempfile.TemporaryDirectory(prefix="arcface-grade-") as work:
         env = dict(os.environ, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
         client = NotebookClient(nb, kernel_name=kernel, allow_errors=True, interrupt_on_timeout=False,
                                 shutdown_kernel="immediate", startup_timeout=STARTUP_TIMEOUT, record_timing=False,
                                 timeout_func=lambda cell: max(1, int(deadline[0] - time.monotonic())),
                                 resources={"metadata": {"path": work}})
-        where = "starting the kernel"
         try:
             with client.setup_kernel(cwd=work, env=env):
                 pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
@@ -126,9 +104,9 @@ def grade_notebook(path: Path, exercises: Sequence[Tuple[str, str]], timeout: fl
                 deadline[0] = time.monotonic() + check_timeout * len(exercises)
                 client.execute_cell(grader, len(nb.cells) - 1)
         except CellTimeoutError:
-            if where != "the checks":
+            timed_out = where == "the checks"
+            if not timed_out:
                 return _all(exercises, f"timed out after {timeout:g} s")
-            timed_out = True
         except DeadKernelError:
             return _all(exercises, f"the kernel died (crashed or exited) while running {where}")
         except Exception as error:  # the kernel failed to start, the zmq channels broke, ...
@@ -137,9 +115,9 @@ def grade_notebook(path: Path, exercises: Sequence[Tuple[str, str]], timeout: fl
         entry = output.get("data", {}).get(MIME) if output.get("output_type") == "display_data" else None
         if isinstance(entry, dict) and isinstance(entry.get("result"), list) and len(entry["result"]) == 2:
             results[str(entry.get("exercise"))] = (entry["result"][0] is True, str(entry["result"][1]))
-    errors = [o for o in grader.outputs if o.get("output_type") == "error"]
-    missing = (f"the checks timed out ({check_timeout:g} s per exercise)" if timed_out else "the grader's cell "
-               "failed: " + (f"{errors[0].ename}: {errors[0].evalue}" if errors else "no result"))
+    errors = [f"{o.ename}: {o.evalue}" for o in grader.outputs if o.get("output_type") == "error"] + ["no result"]
+    missing = f"the checks timed out ({check_timeout:g} s per exercise)" if timed_out else \
+        f"the grader's cell failed: {errors[0]}"
     return {ex: results.get(ex, (False, missing)) for ex, _ in exercises}
 
 
@@ -149,13 +127,11 @@ def find_submissions(folder: Path) -> Dict[str, List[Path]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"arcface-grade: submissions folder {folder} does not exist.")
     learners: Dict[str, List[Path]] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.suffix == ".ipynb" and not entry.name.startswith("."):
-            learners.setdefault(entry.stem, []).append(entry)
-        elif entry.is_dir() and not entry.name.startswith("."):
-            notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-            if notebooks:
-                learners[entry.name] = notebooks
+    for entry in (e for e in sorted(folder.iterdir()) if not e.name.startswith(".")):
+        notebooks = [entry] if entry.is_file() and entry.suffix == ".ipynb" else sorted(
+            p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts) if entry.is_dir() else []
+        if notebooks:
+            learners.setdefault(entry.stem if entry.is_file() else entry.name, []).extend(notebooks)
     return learners
 
 
@@ -201,19 +177,14 @@ def run_worker(notebook: Path, exercises: Sequence[Tuple[str, str]], timeout: fl
 def _rank(result: Result) -> int:
     """Which of a learner's notebooks' results to report: a pass, then a check's message, then the rest."""
     passed, message = result
-    if passed:
-        return 3
-    if message.endswith(" not defined"):
-        return 0
-    return 1 if message.startswith(("timed out", "the kernel died", "could not read", "grading failed")) else 2
+    return 3 if passed else 0 if message.endswith(" not defined") else 1 if message.startswith(
+        ("timed out", "the kernel died", "could not read", "grading failed")) else 2
 
 
 def grade_submissions(folder: Path, out: Path, timeout: float = 120, check_timeout: float = 60, jobs: int = 1,
                       exercises: Optional[Sequence[str]] = None, checks: str = CHECKS_MODULE,
                       kernel: str = "python3", quiet: bool = False) -> List[Dict[str, str]]:
     """Grade every learner in ``folder`` and write the CSV to ``out``. Returns the rows written."""
-    import importlib
-
     if checks.endswith(".py"):  # a file of your own: importable by the grader and by the kernels
         folder = str(Path(checks).resolve().parent)
         sys.path.insert(0, folder)
@@ -236,12 +207,10 @@ def grade_submissions(folder: Path, out: Path, timeout: float = 120, check_timeo
             if not quiet:
                 print(f"arcface-grade: {futures[future][1]}: {sum(r[0] for r in done[futures[future]].values())}/"
                       f"{len(table)} passed ({time.monotonic() - start:.1f} s elapsed)", flush=True)
-    rows = []
-    for learner, notebooks in learners.items():
-        for ex, _ in table:
-            passed, message = max((done[(learner, nb)][ex] for nb in notebooks), key=_rank)
-            rows.append({"learner": learner, "exercise": ex, "passed": "true" if passed else "false",
-                         "message": message})
+    best = {(learner, ex): max((done[(learner, nb)][ex] for nb in notebooks), key=_rank)
+            for learner, notebooks in learners.items() for ex, _ in table}
+    rows = [{"learner": learner, "exercise": ex, "passed": str(passed).lower(), "message": message}
+            for (learner, ex), (passed, message) in best.items()]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with Path(out).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
