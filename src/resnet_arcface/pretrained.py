@@ -121,8 +121,11 @@ def build(out: Union[str, Path] = WEIGHTS_DIR, name: str = "synthetic", losses: 
 
 
 def write(out: Union[str, Path], name: str, loss: str, model: ResNetArcFace, results: Dict[str, Any],
-          seconds: float) -> Dict[str, Any]:
-    """Write ``model``'s state_dict to ``out/<name>.pt`` and the report of ``results`` to ``out/<name>.json``."""
+          seconds: float, command: str = "make weights") -> Dict[str, Any]:
+    """Write ``model``'s state_dict to ``out/<name>.pt`` and the report of ``results`` to ``out/<name>.json``.
+
+    ``seconds`` is the wall time of the whole build and ``command`` says how it was run.
+    """
     report = {
         "name": name, "weights": f"{name}.pt", "loss": loss,
         "model": {k: (v if isinstance(v, (int, bool, str)) else list(v)) for k, v in SMALL_CONFIG.items()},
@@ -131,7 +134,7 @@ def write(out: Union[str, Path], name: str, loss: str, model: ResNetArcFace, res
                        "protocol": "open set: identities of another seed than training's; every pair of their "
                                    "images, scored by the cosine of the embeddings"},
         "requirement": REQUIREMENT, "results": results,
-        "seconds": round(seconds, 1), "torch": torch.__version__, "command": "make weights",
+        "seconds": round(seconds, 1), "torch": torch.__version__, "command": command,
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
