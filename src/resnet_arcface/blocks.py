@@ -93,7 +93,11 @@ class Bottleneck(nn.Module):
 
 
 class IRBlock(nn.Module):
-    """The "improved residual" block of ArcFace's ResNets [Deng et al. 2019].
+    """The residual block of GFPGAN's identity network, copied from ronghuaiyang/arcface-pytorch's ``resnet_face18``.
+
+    It is named after InsightFace's "improved residual" unit [Deng et al. 2019] but is not that unit:
+    InsightFace's is BN-Conv-BN-PReLU-Conv-BN with no activation after the addition and a per-channel
+    PReLU (112-px RGB input); this one applies a single-slope PReLU again after the addition.
 
     Differences from :class:`BasicBlock`: a BatchNorm (``bn0``) *before* the
     first convolution (pre-activation style, [He et al. 2016b]); PReLU instead of

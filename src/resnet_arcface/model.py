@@ -95,7 +95,7 @@ def _validate_config(widths: Tuple[int, ...], input_size: object, embedding_dim:
 
 
 class ResNetArcFace(nn.Module):
-    """ResNet face-embedding network of ArcFace, as used by GFPGAN [Deng et al. 2019; Wang et al. 2021].
+    """ResNet face-embedding network used by GFPGAN [Wang et al. 2021]: arcface-pytorch's ``resnet_face18``, trained with ArcFace [Deng et al. 2019].
 
     Stem (conv-BN-PReLU-maxpool), four stages of residual blocks at 64, 128, 256
     and 512 channels (the last three with stride 2), then a head of
