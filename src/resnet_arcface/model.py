@@ -95,7 +95,9 @@ def _validate_config(widths: Tuple[int, ...], input_size: object, embedding_dim:
 
 
 class ResNetArcFace(nn.Module):
-    """ResNet face-embedding network used by GFPGAN [Wang et al. 2021]: arcface-pytorch's ``resnet_face18``, trained with ArcFace [Deng et al. 2019].
+    """The face-embedding network GFPGAN uses [Wang et al. 2021]: arcface-pytorch's ``resnet_face18``.
+
+    Trained with the ArcFace loss [Deng et al. 2019] in the original; see :mod:`resnet_arcface.losses`.
 
     Stem (conv-BN-PReLU-maxpool), four stages of residual blocks at 64, 128, 256
     and 512 channels (the last three with stride 2), then a head of
