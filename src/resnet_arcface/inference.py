@@ -327,6 +327,9 @@ def onnx_session(proto: "onnx.ModelProto", threads: Optional[int] = None,  # noq
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # ONNX Runtime's pool spins for a while after each run; the spinning threads then steal the cores from
+    # whatever runs next in the process (PyTorch, a GFPGAN training step, or the eager side of a benchmark).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only
     providers = ["CUDAExecutionProvider"] if torch.device(device).type == "cuda" else ["CPUExecutionProvider"]
     return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
