@@ -235,17 +235,12 @@ def _build(model: nn.Module, backend: str, batch_size: Optional[int], device: to
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with weights in channels_last, whose head still flattens in NCHW order.
+    """A copy of ``model`` with its weights in channels_last (NHWC) memory order.
 
-    ``forward`` flattens the last ``(N, C, 8, 8)`` map with ``view``, in C, H, W order, which is what
-    ``fc5``'s weights expect; a channels_last map has another order in memory, so a hook makes the
-    output of ``dropout`` (just before the flatten) contiguous again. That copy is small (the last map).
+    ``forward`` flattens the last map with ``torch.flatten``, which reads it in C, H, W order (what ``fc5``'s
+    weights expect) whatever its memory format, so nothing else has to change.
     """
-    net = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    before_flatten = getattr(net, "dropout", None) or getattr(net, "bn4", None)
-    if before_flatten is not None:
-        before_flatten.register_forward_hook(lambda _m, _inp, out: out.contiguous())
-    return net
+    return copy.deepcopy(model).to(memory_format=torch.channels_last)
 
 
 def for_onnx_runtime(model: nn.Module) -> nn.Module:

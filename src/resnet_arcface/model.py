@@ -196,7 +196,7 @@ class ResNetArcFace(nn.Module):
         x = self.layer3(x)  # (N, 256e, 16, 16)
         x = self.layer4(x)  # (N, 512e, 8, 8)
         x = self.dropout(self.bn4(x))
-        x = x.view(x.size(0), -1)  # (N, 512e * 64)
+        x = torch.flatten(x, 1)  # (N, 512e * 64) in C, H, W order; the reference's view() refuses channels_last
         return self.bn5(self.fc5(x))  # (N, 512)
 
     def extra_repr(self) -> str:
