@@ -114,6 +114,20 @@ def test_train_from_a_folder(tmp_path, capsys):
     assert "9 images of 3 identities" in stdout and "held out: 6 images of 2 identities" in stdout
 
 
+def test_sixteen_bit_images_keep_their_range(tmp_path):
+    # Pillow's convert("RGB") clips 16-bit gray at 255; read_image_folder scales by 65535 instead.
+    from resnet_arcface.cli import read_image_folder
+    gray = np.linspace(0, 1, 24 * 24, dtype=np.float64).reshape(24, 24)
+    for bits, folder in ((8, "a"), (16, "b")):
+        (tmp_path / folder).mkdir()
+        pixels = (gray * (2**bits - 1)).round().astype(np.uint8 if bits == 8 else np.uint16)
+        Image.fromarray(pixels).save(tmp_path / folder / "x.png")
+    images, labels, names = read_image_folder(tmp_path, size=16)
+    assert names == ["a", "b"] and labels.tolist() == [0, 1]
+    torch.testing.assert_close(images[1], images[0], atol=2 / 255, rtol=0)
+    assert images[1].max() > 0.9 and images[1].min() < 0.1
+
+
 def _bad_inputs(tmp_path: Path):
     """``(argv, words the message must contain)`` for every bad input."""
     empty = tmp_path / "empty"

@@ -131,7 +131,7 @@ def read_image_folder(root: Path, size: int) -> Tuple[torch.Tensor, torch.Tensor
             try:
                 with Image.open(path) as img:
                     upright = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
-                    rgb = np.asarray(upright.convert("RGB"), dtype=np.float32) / 255  # (H, W, 3)
+                    rgb = _rgb01(upright)
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 raise UsageError(f"--data: cannot read image {path} ({type(err).__name__}: {err}); "
                                  f"replace or remove it.") from None
@@ -146,6 +146,20 @@ def read_image_folder(root: Path, size: int) -> Tuple[torch.Tensor, torch.Tensor
         raise UsageError(f"--data {root}: only one identity ({names[0]}); a recognition network needs at least two "
                          f"sub-folders of images (one per person).")
     return torch.stack(images), torch.tensor(labels), names
+
+
+def _rgb01(img: Any) -> np.ndarray:
+    """A Pillow image as float32 RGB in [0, 1], (H, W, 3).
+
+    16-bit and 32-bit gray PNGs (modes ``I;16``, ``I``) are scaled by their own range: Pillow's ``convert("RGB")``
+    clips them at 255, which would turn nearly every pixel white.
+    """
+    if img.mode.startswith("I;16") or img.mode == "I":
+        gray = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else 2.0**31 - 1)
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+    if img.mode == "F":
+        raise ValueError("32-bit float images have no defined range; save them as 8- or 16-bit")
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255
 
 
 def pair_counts(labels: torch.Tensor) -> Tuple[int, int]:
