@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from resnet_arcface import checks
+from resnet_arcface import exercises
 from resnet_arcface.coursework import grade, student
 from resnet_arcface.coursework.student import STUB_MESSAGE, SolutionMarkerError, stub_notebook, stub_source
 
@@ -141,7 +141,8 @@ def chapter_like_notebook() -> nbformat.NotebookNode:
         ("md", "```{solution-start} ex-2\n:class: dropdown\n```", REMOVE),
         ("code", SE_SOLUTION, ["solution"]),
         ("md", "```{solution-end}\n```", REMOVE),
-        ("code", "from resnet_arcface.checks import check_se_block\ncheck_se_block(MySEBlock)", ["nbval-check-output"]),
+        ("code", "from resnet_arcface.exercises import check_se_block\ncheck_se_block(MySEBlock)",
+         ["nbval-check-output"]),
         ("md", ":::{exercise}\n:label: ex-3\nWhy?\n:::"),
         ("md", "```{solution-start} ex-3\n:class: dropdown\n```", REMOVE),
         ("md", "GATED-ANSWER-PROSE", REMOVE),
@@ -397,7 +398,7 @@ def test_grading_five_submissions(graded):
     with csv_path.open(newline="", encoding="utf-8") as handle:
         table = [tuple(r.values()) for r in csv.DictReader(handle)]
     assert table == [tuple(r.values()) for r in rows]
-    conv, se = checks.check_conv3x3, checks.check_se_block
+    conv, se = exercises.check_conv3x3, exercises.check_se_block
     died = "the kernel died (crashed or exited) while running cell 3 of 4"
     timed_out = f"timed out after {TIMEOUT} s"
     assert table == [

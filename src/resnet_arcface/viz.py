@@ -119,27 +119,6 @@ def show_plot(fig: Figure, max_width: int = 1000) -> None:
     _display(fig, photo=False, max_width=max_width)
 
 
-def heatmap(matrix: ImageLike, labels: Optional[Sequence[str]] = None, title: Optional[str] = None,
-            cmap: str = "viridis", vmin: Optional[float] = None, vmax: Optional[float] = None,
-            fmt: str = ".2f") -> Figure:
-    """A square matrix (e.g. cosine similarities) with its values written in the cells."""
-    m = _as_numpy(matrix)
-    fig, ax = plt.subplots(figsize=(0.55 * m.shape[1] + 2, 0.5 * m.shape[0] + 1.2))
-    im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
-    if m.shape[0] * m.shape[1] <= 144:
-        for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
-                    color="white" if v < (np.nanmean(m)) else "black")
-    if labels is not None:
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
 def shape_trace(module: nn.Module, x: torch.Tensor,
                 names: Optional[Sequence[str]] = None) -> List[Tuple[str, Tuple[int, ...]]]:
     """``[(name, output shape)]`` of ``module``'s children (or just ``names``) in the order they run.

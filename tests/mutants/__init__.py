@@ -19,7 +19,7 @@ class Mutant:
 
     Attributes:
         id: The mutant's name (its class or function name), used as the pytest id.
-        exercise: The exercise id, a key of ``resnet_arcface.checks.EXERCISES``.
+        exercise: The exercise id, a key of ``resnet_arcface.exercises.EXERCISES``.
         obj: The wrong class or function, passed to the check as a learner would.
         expect: Phrases the CheckFailed message must contain.
     """

@@ -4,7 +4,7 @@
   cells tagged ``remove-student`` and with ``solution`` cells stubbed, in ``student/notebooks/``, and the HTML
   book built from them in ``student/_build/html``.
 * :mod:`resnet_arcface.coursework.grade` (``arcface-grade``, ``make grade SUBMISSIONS=dir``): runs completed
-  learner notebooks, checks each exercise with :mod:`resnet_arcface.checks` and writes a CSV. It runs the
+  learner notebooks, checks each exercise with :mod:`resnet_arcface.exercises` and writes a CSV. It runs the
   learners' code (in their own kernels, which they control): read its docstring before using it.
 
 The instructor's guide is ``book/instructors.md``. The submodules are imported on first use, so that
