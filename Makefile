@@ -38,7 +38,7 @@ execute: $(STAMP)
 # Retrain the weights that ship in the package (src/resnet_arcface/weights/: synthetic.pt and synthetic.json)
 # from a fixed seed, on 2 CPU threads: the small network with ArcFace, plus softmax and CosFace on the same budget.
 weights: $(STAMP)
-	$(BIN)/python -m resnet_arcface.pretrained --threads 2
+	$(BIN)/arcface-weights --threads 2
 
 # Coursework (book/instructors.md). The student edition: stubbed notebooks in student/notebooks/ and the
 # HTML book with solutions hidden in student/_build/html. The instructor edition is `make book`.

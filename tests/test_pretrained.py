@@ -41,16 +41,14 @@ def test_recorded_metrics_meet_the_stated_bar():
 
 
 def test_verifies_fresh_unseen_identities(model):
-    # Identities of a seed used neither in training nor in the recorded evaluation.
+    # Identities of a seed used neither in training nor in the recorded evaluation, held to the full bar.
     report = metrics("synthetic")
     seed = 4321
     assert seed not in (report["recipe"]["seed"], report["evaluation"]["seed"])
-    images, labels = synthetic_faces(100, 6, size=model.input_size, seed=seed)  # 179,700 pairs, 1,500 genuine
+    images, labels = synthetic_faces(200, 6, size=model.input_size, seed=seed)  # 719,400 pairs, 3,000 genuine
     result = evaluate(model, images, labels)
     pixels = evaluate_embeddings(images.flatten(1), labels)
-    # Other identities than the recorded ones: TAR at FAR 1e-3 varies by a few points from sample to sample
-    # (0.86-0.91 over the seeds tried), so allow that much slack below the bar.
-    assert result["tar_at_far"][1e-3] >= REQUIREMENT["min_tar"] - 0.05
+    assert result["tar_at_far"][1e-3] >= REQUIREMENT["min_tar"]
     assert result["auc"] > 0.99 and pixels["tar_at_far"][1e-3] < 0.2
 
 
