@@ -1,4 +1,6 @@
 """The weights that ship inside the package: they load, and they verify identities they never saw."""
+import importlib
+
 import pytest
 import torch
 
@@ -55,3 +57,19 @@ def test_verifies_fresh_unseen_identities(model):
 def test_unknown_name_lists_the_available_ones():
     with pytest.raises(ValueError, match=r"Unknown pretrained weights 'gfpgan'; available: \['synthetic'\]"):
         pretrained("gfpgan")
+
+
+def test_build_trains_every_loss_and_writes_what_pretrained_reads(tmp_path, monkeypatch, capsys):
+    # make weights in miniature: the same code path, on a recipe small enough for a test.
+    module = importlib.import_module("resnet_arcface.pretrained")  # the attribute is the function
+    monkeypatch.setitem(module.RECIPE, "identities", 6)
+    monkeypatch.setitem(module.RECIPE, "per_identity", 4)
+    monkeypatch.setitem(module.RECIPE, "epochs", 1)
+    monkeypatch.setattr(module, "EVALUATION", dict(identities=4, per_identity=3, seed=2000))
+    report = module.build(tmp_path, losses=("arcface", "softmax"))
+    printed = capsys.readouterr().out
+    assert "arcface: AUC" in printed and "softmax: AUC" in printed and "trained in" in printed
+    assert report["loss"] == "arcface" and {"arcface", "softmax", "pixels"} <= set(report["results"])
+    assert report["recipe"]["identities"] == 6 and report["command"] == "make weights"
+    model = module.ResNetArcFace(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["model"].items()})
+    resnet_arcface.load_checkpoint(model, tmp_path / "synthetic.pt")  # strict: every key and shape

@@ -114,7 +114,9 @@ def build(out: Union[str, Path] = WEIGHTS_DIR, name: str = "synthetic", losses: 
                          "train_loss": [round(v, 4) for v in history["loss"]],
                          "train_accuracy": [round(v, 4) for v in history["train_accuracy"]],
                          "train_seconds": round(time.perf_counter() - start, 1)}
-        print(f"{loss}: {results[loss]}", flush=True)
+        tar, done = results[loss]["tar_at_far"], results[loss]["train_seconds"]
+        print(f"{loss}: AUC {results[loss]['auc']:.4f}, TAR {tar['0.01']:.4f} at FAR 1e-2, {tar['0.001']:.4f} at 1e-3; "
+              f"trained in {done:.0f} s", flush=True)
         shipped = model if shipped is None else shipped
     assert shipped is not None, "losses must name at least one loss"
     return write(out, name, losses[0], shipped, results, time.perf_counter() - tic)
