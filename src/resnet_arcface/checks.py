@@ -2,17 +2,17 @@
 
 :func:`run_check` compares a learner's module (``check_ir_block(MyIRBlock)``) with the package's on a few
 :class:`Case` s: structure (state_dict keys via :func:`~resnet_arcface.checkpoint.describe_mismatch`, each layer's
-type and settings), initialisation, then on the reference's randomised weights eval and train outputs, gradients
-and buffers. :func:`run_function_check` compares a learner's function: outputs, then each argument's gradient. A
+type and settings, plus the exercise's own rules and checks), then on the reference's randomised weights eval and
+train outputs, gradients and buffers. :func:`run_function_check` compares a learner's function: outputs, then each argument's gradient. A
 difference is named by reproducing the known :class:`Mistake` s on the reference; reusing the package's answer is
-rejected. Failures raise :class:`CheckFailed`; success prints one line. Wording is data: each :class:`Exercise`'s
-mistakes and hints, WORDING.
+rejected. Failures raise :class:`CheckFailed`; success prints one line. What is particular to one component (its
+mistakes, hints, wording, the network's initialisation) is data in its :class:`Exercise`; the engine keeps the
+rules common to the book's modules (a PReLU replaced by a ReLU, a bias before BatchNorm, a shortcut never applied).
 """
 from __future__ import annotations
 
 import copy
 import inspect
-import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
@@ -70,9 +70,9 @@ class Case:
 
 @dataclass
 class Exercise:
-    """One check: the reference (the answer, not to be reused), signature, mistakes, likely causes, and hints by
+    """One check: the reference (the answer, not to be reused), signature, mistakes, likely causes, hints by
     submodule (``"bn0"``) or topic (``"stride"``, ``"shape"``, ``"maps:conv1"``, ``"error:<text>"``,
-    ``"grad:<argument>"``, ``"grad:nan"``)."""
+    ``"grad:<argument>"``, ``"grad:nan"``), and for modules the component's own wording, rules and checks."""
 
     check: str
     reference: Any
@@ -82,8 +82,10 @@ class Exercise:
     hints: Dict[str, str] = field(default_factory=dict)
     after: Callable[[Tuple, Tuple], str] = lambda args, ref_args: ""  # a function's effect on its arguments
     root: str = ""  # how messages call the learner's whole module ("" -> its name)
-    check_init: bool = False
     what: str = "structure, eval/train outputs and gradients"
+    wording: Dict[str, Tuple[str, str]] = field(default_factory=dict)  # entries added to (or replacing) WORDING's
+    rules: Tuple[Callable[..., Optional[Tuple[str, str]]], ...] = ()  # rule(ex, name, ref_sub, got_sub): a problem
+    extra_check: Optional[Callable[..., None]] = None  # extra_check(ex, config, module), after the structure
 
     @property
     def kind(self) -> str:
@@ -105,18 +107,10 @@ class Exercise:
         print(f"{self.check}: all {cases} configurations match the reference ({self.what}) {tick}")
 
 
-#: Structural problems by the submodule concerned ({n}: its name, {p}: its parent's, {d}/{D}: the reference's).
+#: Structural problems by the submodule concerned ({n}: its name, {p}: its parent's, {d}/{D}: the reference's);
+#: an Exercise's ``wording`` adds ``missing:<name>``, ``missing:<parent>.`` and ``extra:<name>`` entries.
 WORDING: Dict[str, Tuple[str, str]] = {
-    "missing:downsample": ("missing downsample: {p} has no submodule named downsample, but the reference has {n} = "
-                           "{d}", ""),
-    "missing:downsample.": ("wrong downsample: {p} has no {d} ({n}); the reference's downsample is {D}", "The "
-                            "shortcut must match the branch's shape AND its normalisation: a 1x1 convolution with the "
-                            "stage's stride and no bias, then BatchNorm2d."),
-    "missing:se": ("use_se=True but {p} has no SE gate named se", "Build self.se = SEBlock(planes) when use_se is "
-                   "True and gate the branch with it after bn2."),
     "missing:": ("{n} missing: the reference has {d} named {n}", ""),
-    "extra:se": ("use_se=False but {p} has an SE gate (se.*)", "Create self.se only when use_se is True: the "
-                 "use_se=False checkpoint (GFPGAN's) has no se keys."),
     "extra:prelu": ("{p} has two PReLU modules ({mine}) but the reference shares ONE {ref}", "Create one self.{ref} = "
                     "nn.PReLU() and call it twice: both uses share one learned slope, and the pretrained checkpoint "
                     "holds a single {n0}.weight."),
@@ -126,9 +120,6 @@ WORDING: Dict[str, Tuple[str, str]] = {
     "bias": ("{n} {have} a bias; the reference uses bias=False because BatchNorm follows", "BatchNorm subtracts the "
              "mean and adds its own shift (beta), which makes a convolution bias redundant."),
     "padding": ("", "padding=1 keeps H and W at stride 1: H_out = (H + 2 * padding - 3) // stride + 1."),
-    "se_width": ("SE bottleneck width is {g}, expected channel // reduction = {c} // {r} = {w}", "The excitation MLP "
-                 "squeezes channel -> channel // reduction -> channel; use the reduction argument (default 16) with "
-                 "integer division."),
     "not_implemented": ("{label} is not implemented yet: {where} raised NotImplementedError", "Replace `raise "
                         "NotImplementedError` in the exercise cell with your code, run that cell, then run this "
                         "check again."),
@@ -191,7 +182,7 @@ def _describe(m: nn.Module) -> str:
 
 def _structure(ex: Exercise, cfg: str, label: str, ref: nn.Module, got: nn.Module) -> List[Tuple[str, str]]:
     """Raise on the first structural difference; return the soft ones (parameterless modules missing)."""
-    R, G = dict(ref.named_modules()), dict(got.named_modules())
+    R, G, wording = dict(ref.named_modules()), dict(got.named_modules()), {**WORDING, **ex.wording}
     hard: List[Tuple[str, str]] = []
     soft: List[Tuple[str, str]] = []
     biased, strides = [], []
@@ -205,7 +196,7 @@ def _structure(ex: Exercise, cfg: str, label: str, ref: nn.Module, got: nn.Modul
     def word(key: str, n: str, **kw: Any) -> Tuple[str, str]:
         p = n.rpartition(".")[0]
         values = dict(n=n, p=where(p), d=_describe(R[n]) if n in R else "", D=_describe(R[p]) if p in R else "", **kw)
-        return WORDING[key][0].format(**values), ex.hints.get(n.rpartition(".")[2]) or WORDING[key][1].format(**values)
+        return wording[key][0].format(**values), ex.hints.get(n.rpartition(".")[2]) or wording[key][1].format(**values)
 
     for n, rm in R.items():
         gm, leaf, parent = G.get(n), n.rpartition(".")[2], n.rpartition(".")[0]
@@ -214,7 +205,7 @@ def _structure(ex: Exercise, cfg: str, label: str, ref: nn.Module, got: nn.Modul
             hard.append(word("prelu", n, kind=type(gm if gm is not None else G[sib(n, _RELU_LIKE)[0]]).__name__))
         elif gm is None and parent in G:  # (a missing parent is reported itself)
             key = next(k for k in (f"missing:{leaf}", f"missing:{parent.rpartition('.')[2]}.", "missing:")
-                       if k in WORDING)
+                       if k in wording)
             problem, hint = word(key, n)
             if key == "missing:":
                 problem, hint = problem + (f" ({ex.hints[leaf]})" if leaf in ex.hints else ""), ""
@@ -233,12 +224,7 @@ def _structure(ex: Exercise, cfg: str, label: str, ref: nn.Module, got: nn.Modul
                                  f" maps {rm.in_channels} -> {rm.out_channels}", ex.hints.get(f"maps:{leaf}", "")))
                 strides += [(n, gm.stride[0], rm.stride[0])] if gm.stride != rm.stride else []
                 biased += [where(n)] if gm.bias is not None and rm.bias is None else []
-            if isinstance(rm, nn.Linear) and n.endswith("fc.0") and gm.out_features != rm.out_features:
-                hard.append(word("se_width", n, g=gm.out_features, c=rm.in_features, w=rm.out_features,
-                                 r=rm.in_features // rm.out_features))
-            if leaf == "fc5" and gm.in_features != rm.in_features:
-                hard.append((f"fc5 expects {gm.in_features} inputs, reference {rm.in_features // 64}*8*8 = "
-                             f"{rm.in_features}", ex.hints.get("fc5", "")))
+            hard += [p for p in (rule(ex, n, rm, gm) for rule in ex.rules) if p]
             for s, v in vars(rm).items():  # every setting: kernel_size, padding, eps, momentum, p, ...
                 if s[0] != "_" and s not in _NOT_SETTINGS and _fmt(getattr(gm, s, None)) != _fmt(v):
                     hint = WORDING["padding"][1] if s == "padding" else ex.hints.get(leaf, "")
@@ -259,7 +245,7 @@ def _structure(ex: Exercise, cfg: str, label: str, ref: nn.Module, got: nn.Modul
         if n not in R and parent in R and isinstance(gm, nn.PReLU) and prelus:
             hard.append(word("extra:prelu", n, mine=", ".join(g.rpartition(".")[2] for g in sib(n, nn.PReLU)),
                              ref=prelus[0].rpartition(".")[2], n0=prelus[0]))
-        elif n not in R and parent in R and f"extra:{leaf}" in WORDING:
+        elif n not in R and parent in R and f"extra:{leaf}" in wording:
             hard.append(word(f"extra:{leaf}", n))
     mismatch = describe_mismatch(got, ref.state_dict())
     if not hard and mismatch:
@@ -271,38 +257,6 @@ def _structure(ex: Exercise, cfg: str, label: str, ref: nn.Module, got: nn.Modul
         details += [f"parameters: yours {counts[0]:,}, the reference's {counts[1]:,}"] if counts[0] != counts[1] else []
         ex.fail(cfg, hard[0][0], hard[0][1], details)
     return soft
-
-
-def _check_init(ex: Exercise, cfg: str, model: nn.Module) -> None:
-    """Xavier-normal convs and linears (std ``sqrt(2 / (fan_in + fan_out))``, not the default kaiming-uniform's
-    ``1 / sqrt(3 fan_in)``), zero Linear biases, BatchNorm 1 and 0, PReLU 0.25."""
-    problems: List[str] = []
-    kaiming = uniform = 0
-    for n, m in model.named_modules():
-        if isinstance(m, _BatchNorm) and m.affine and not (torch.all(m.weight == 1) and torch.all(m.bias == 0)):
-            problems.append(f"{n}: BatchNorm weight should be 1 and bias 0")
-        elif isinstance(m, nn.PReLU) and not torch.allclose(m.weight, torch.full_like(m.weight, 0.25)):
-            problems.append(f"{n}.weight is {m.weight.flatten()[0].item():.3g}, PReLU keeps its default 0.25")
-        elif isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = m.weight.detach()
-            xavier = math.sqrt(2.0 / (w[0].numel() + w.shape[0] * w[0][0].numel()))
-            std, tol = w.std().item(), 0.1 + 4.0 / math.sqrt(2.0 * w.numel())
-            z = (w.flatten()[:65536].double() - w.mean()) / std
-            if abs(std / xavier - 1) > tol:
-                problems.append(f"{n}.weight std {std:.3g}, xavier_normal_ gives {xavier:.3g}")
-                kaiming += abs(std * math.sqrt(3.0 * w[0].numel()) - 1) <= tol
-            elif w.numel() >= 4096 and z.pow(4).mean().item() - 3.0 < -0.6:  # excess kurtosis: uniform's is -1.2
-                uniform += 1
-                problems.append(f"{n}.weight has the right std but looks uniform, not normal")
-            if isinstance(m, nn.Linear) and m.bias is not None and not torch.all(m.bias == 0):
-                problems.append(f"{n}.bias is not 0")
-    notes = [f"{kaiming} conv/linear weights have the std of PyTorch's default init (kaiming_uniform_ with "
-             "a=sqrt(5)): does your init loop run at the end of __init__?"] if kaiming else []
-    notes += ["weights look uniformly distributed: xavier_uniform_ instead of xavier_normal_?"] if uniform else []
-    if problems:
-        ex.fail(cfg, f"initialisation differs: {len(problems)} problem(s), e.g. {problems[0]}", "At the end of "
-                "__init__: for m in self.modules(): Conv2d and Linear -> nn.init.xavier_normal_(m.weight); Linear bias"
-                " -> 0; BatchNorm weight 1 and bias 0; PReLU keeps its default 0.25.", notes + problems[1:4])
 
 
 # --- Modules: behaviour on the same weights ------------------------------------------------------------------------
@@ -456,8 +410,8 @@ def validate(ex: Exercise, obj: Any, want_class: bool) -> None:
 
 
 def run_check(ex: Exercise, obj: Any, cases: Sequence[Case], want_class: bool = True) -> None:
-    """Compare the learner's module builder ``obj`` with ``ex.reference`` on every case: structure, (with
-    ``ex.check_init``) initialisation, behaviour; then reuse. Raises :class:`CheckFailed` on the first difference;
+    """Compare the learner's module builder ``obj`` with ``ex.reference`` on every case: structure (and
+    ``ex.extra_check``), behaviour; then reuse. Raises :class:`CheckFailed` on the first difference;
     prints one line on success. The caller's random-number state is left untouched."""
     label = name_of(obj)
     validate(ex, obj, want_class)
@@ -477,7 +431,7 @@ def run_check(ex: Exercise, obj: Any, cases: Sequence[Case], want_class: bool = 
                         "an nn.Module", "Did you forget `return`?" if got is None else "")
             try:
                 soft = _structure(ex, cfg, label, ref, got)
-                _check_init(ex, cfg, got) if ex.check_init else None
+                ex.extra_check(ex, cfg, got) if ex.extra_check else None
             except CheckFailed:
                 raise
             except Exception as exc:  # an unusual module the rules cannot inspect

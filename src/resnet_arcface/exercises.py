@@ -15,11 +15,13 @@ check_<name>)`` to :data:`EXERCISES`, call the check in the chapter's self-check
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .blocks import BasicBlock, Bottleneck, IRBlock
 from .checks import SEED, Case, Exercise, Mistake, name_of, randomise, run_check, run_function_check, validate
@@ -48,6 +50,41 @@ def _call_text(label: str, args: Sequence[Any], kwargs: Dict[str, Any], names: D
 
 
 # --- Chapters 1-6: conv3x3, the three residual blocks (one table), SEBlock, the network ----------------------------
+
+#: Wording of the residual components' structural problems (see :data:`resnet_arcface.checks.WORDING`).
+_MODULE_WORDING = {
+    "missing:downsample": ("missing downsample: {p} has no submodule named downsample, but the reference has {n} = "
+                           "{d}", ""),
+    "missing:downsample.": ("wrong downsample: {p} has no {d} ({n}); the reference's downsample is {D}", "The "
+                            "shortcut must match the branch's shape AND its normalisation: a 1x1 convolution with the "
+                            "stage's stride and no bias, then BatchNorm2d."),
+    "missing:se": ("use_se=True but {p} has no SE gate named se", "Build self.se = SEBlock(planes) when use_se is "
+                   "True and gate the branch with it after bn2."),
+    "extra:se": ("use_se=False but {p} has an SE gate (se.*)", "Create self.se only when use_se is True: the "
+                 "use_se=False checkpoint (GFPGAN's) has no se keys."),
+}
+
+
+def _se_width(ex: Exercise, n: str, rm: nn.Module, gm: nn.Module) -> Optional[Tuple[str, str]]:
+    """The SE squeeze's width, named as channel // reduction."""
+    if isinstance(rm, nn.Linear) and n.endswith("fc.0") and gm.out_features != rm.out_features:
+        c, w = rm.in_features, rm.out_features
+        return (f"SE bottleneck width is {gm.out_features}, expected channel // reduction = {c} // {c // w} = {w}",
+                "The excitation MLP squeezes channel -> channel // reduction -> channel; use the reduction argument "
+                "(default 16) with integer division.")
+    return None
+
+
+def _fc5_inputs(ex: Exercise, n: str, rm: nn.Module, gm: nn.Module) -> Optional[Tuple[str, str]]:
+    """fc5's input width, named as channels * 8 * 8."""
+    if n == "fc5" and isinstance(gm, nn.Linear) and gm.in_features != rm.in_features:
+        return (f"fc5 expects {gm.in_features} inputs, reference {rm.in_features // 64}*8*8 = {rm.in_features}",
+                ex.hints.get("fc5", ""))
+    return None
+
+
+_MODULE_RULES = (_se_width, _fc5_inputs)
+
 
 def check_conv3x3(fn: Callable[..., nn.Module]) -> None:
     """Check ``my_conv3x3(inplanes, outplanes, stride=1)`` (chapter 1) on four configurations. Like every check, it
@@ -133,7 +170,7 @@ def _check_block(exercise: str, cls: type) -> None:
     ex = Exercise(f"check_{exercise}", ref_cls, "(inplanes, planes, stride=1, downsample=None" +
                   (", use_se=True)" if "se" in steps else ")"), _block_mistakes(steps, act),
                   ("the order inside the branch is " + " -> ".join(steps), "downsample must be applied to the block's "
-                   "input x"), {**_BLOCK_HINTS, **hints})
+                   "input x"), {**_BLOCK_HINTS, **hints}, wording=_MODULE_WORDING, rules=_MODULE_RULES)
     label, want, have = name_of(cls), ref_cls.expansion, getattr(cls, "expansion", None)
     validate(ex, cls, want_class=True)
     if have != want:
@@ -186,7 +223,7 @@ _SE = Exercise(
      Mistake("SE returns the gate instead of x * gate: the output must have the input's shape (N, C, H, W)",
              lambda m, x: m.gate(x))),
     ("squeeze = global average pool to (N, C)", "excite = Linear -> PReLU -> Linear -> Sigmoid",
-     "output = x * gate, broadcast over H and W"), {"fc": "the excitation MLP"})
+     "output = x * gate, broadcast over H and W"), {"fc": "the excitation MLP"}, rules=_MODULE_RULES)
 
 
 def check_se_block(cls: type) -> None:
@@ -202,6 +239,38 @@ def _model_forward(m: nn.Module, x: torch.Tensor, stem: bool = True, head: Seque
     for s in head:
         x = getattr(m, s)(x)
     return m.bn5(m.fc5(x.flatten(1)))
+
+
+def _xavier_init(ex: Exercise, cfg: str, model: nn.Module) -> None:
+    """Xavier-normal convs and linears (std ``sqrt(2 / (fan_in + fan_out))``, not the default kaiming-uniform's
+    ``1 / sqrt(3 fan_in)``), zero Linear biases, BatchNorm 1 and 0, PReLU 0.25."""
+    problems: List[str] = []
+    kaiming = uniform = 0
+    for n, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.affine and not (torch.all(m.weight == 1) and torch.all(m.bias == 0)):
+            problems.append(f"{n}: BatchNorm weight should be 1 and bias 0")
+        elif isinstance(m, nn.PReLU) and not torch.allclose(m.weight, torch.full_like(m.weight, 0.25)):
+            problems.append(f"{n}.weight is {m.weight.flatten()[0].item():.3g}, PReLU keeps its default 0.25")
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach()
+            xavier = math.sqrt(2.0 / (w[0].numel() + w.shape[0] * w[0][0].numel()))
+            std, tol = w.std().item(), 0.1 + 4.0 / math.sqrt(2.0 * w.numel())
+            z = (w.flatten()[:65536].double() - w.mean()) / std
+            if abs(std / xavier - 1) > tol:
+                problems.append(f"{n}.weight std {std:.3g}, xavier_normal_ gives {xavier:.3g}")
+                kaiming += abs(std * math.sqrt(3.0 * w[0].numel()) - 1) <= tol
+            elif w.numel() >= 4096 and z.pow(4).mean().item() - 3.0 < -0.6:  # excess kurtosis: uniform's is -1.2
+                uniform += 1
+                problems.append(f"{n}.weight has the right std but looks uniform, not normal")
+            if isinstance(m, nn.Linear) and m.bias is not None and not torch.all(m.bias == 0):
+                problems.append(f"{n}.bias is not 0")
+    notes = [f"{kaiming} conv/linear weights have the std of PyTorch's default init (kaiming_uniform_ with "
+             "a=sqrt(5)): does your init loop run at the end of __init__?"] if kaiming else []
+    notes += ["weights look uniformly distributed: xavier_uniform_ instead of xavier_normal_?"] if uniform else []
+    if problems:
+        ex.fail(cfg, f"initialisation differs: {len(problems)} problem(s), e.g. {problems[0]}", "At the end of "
+                "__init__: for m in self.modules(): Conv2d and Linear -> nn.init.xavier_normal_(m.weight); Linear bias"
+                " -> 0; BatchNorm weight 1 and bias 0; PReLU keeps its default 0.25.", notes + problems[1:4])
 
 
 _MODEL = Exercise(
@@ -227,7 +296,8 @@ _MODEL = Exercise(
      "maxpool": "MaxPool2d(2, 2) at the end of the stem halves 128x128 to 64x64",
      "stride": "Each of layer2..layer4 halves the resolution in its first block.",
      "shape": "The network returns a (N, 512) embedding: bn5(fc5(flatten(dropout(bn4(x)))))."},
-    check_init=True, what="structure, initialisation, eval/train outputs and gradients")
+    what="structure, initialisation, eval/train outputs and gradients", wording=_MODULE_WORDING, rules=_MODULE_RULES,
+    extra_check=_xavier_init)
 
 
 def check_resnet_arcface(cls: type) -> None:
