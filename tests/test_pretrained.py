@@ -1,5 +1,6 @@
 """The weights that ship inside the package: they load, and they verify identities they never saw."""
 import importlib
+import json
 
 import pytest
 import torch
@@ -59,13 +60,19 @@ def test_unknown_name_lists_the_available_ones():
         pretrained("gfpgan")
 
 
-def test_build_trains_every_loss_and_writes_what_pretrained_reads(tmp_path, monkeypatch, capsys):
-    # make weights in miniature: the same code path, on a recipe small enough for a test.
-    module = importlib.import_module("resnet_arcface.pretrained")  # the attribute is the function
+@pytest.fixture
+def tiny_recipe(monkeypatch):
+    """The module behind make weights, with a recipe small enough for a test."""
+    module = importlib.import_module("resnet_arcface.pretrained")  # the package attribute is the function
     monkeypatch.setitem(module.RECIPE, "identities", 6)
     monkeypatch.setitem(module.RECIPE, "per_identity", 4)
     monkeypatch.setitem(module.RECIPE, "epochs", 1)
     monkeypatch.setattr(module, "EVALUATION", dict(identities=4, per_identity=3, seed=2000))
+    return module
+
+
+def test_build_trains_every_loss_and_writes_what_pretrained_reads(tmp_path, tiny_recipe, capsys):
+    module = tiny_recipe
     report = module.build(tmp_path, losses=("arcface", "softmax"))
     printed = capsys.readouterr().out
     assert "arcface: AUC" in printed and "softmax: AUC" in printed and "trained in" in printed
@@ -73,3 +80,13 @@ def test_build_trains_every_loss_and_writes_what_pretrained_reads(tmp_path, monk
     assert report["recipe"]["identities"] == 6 and report["command"] == "make weights"
     model = module.ResNetArcFace(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["model"].items()})
     resnet_arcface.load_checkpoint(model, tmp_path / "synthetic.pt")  # strict: every key and shape
+
+
+def test_the_weights_command_writes_the_first_loss(tmp_path, tiny_recipe, capsys):
+    threads = torch.get_num_threads()
+    try:
+        tiny_recipe.main(["--out", str(tmp_path), "--losses", "cosface", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)  # main sets the process's thread count, as a command may
+    assert "wrote" in capsys.readouterr().out.splitlines()[-1]
+    assert json.loads((tmp_path / "synthetic.json").read_text())["loss"] == "cosface"
