@@ -151,12 +151,14 @@ def read_image_folder(root: Path, size: int) -> Tuple[torch.Tensor, torch.Tensor
 def _rgb01(img: Any) -> np.ndarray:
     """A Pillow image as float32 RGB in [0, 1], (H, W, 3).
 
-    16-bit and 32-bit gray PNGs (modes ``I;16``, ``I``) are scaled by their own range: Pillow's ``convert("RGB")``
-    clips them at 255, which would turn nearly every pixel white.
+    16-bit gray images are scaled by 65535: Pillow's ``convert("RGB")`` clips them at 255, which would turn
+    nearly every pixel white. Pillow opens them as mode ``I;16`` (or ``I``, in older versions and for TIFFs).
     """
     if img.mode.startswith("I;16") or img.mode == "I":
-        gray = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else 2.0**31 - 1)
-        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+        gray = np.asarray(img, dtype=np.float32)
+        if gray.min() < 0 or gray.max() > 65535:
+            raise ValueError("integer pixels outside 0..65535 have no defined range; save as 8- or 16-bit")
+        return np.repeat((gray / 65535.0)[..., None], 3, axis=2)
     if img.mode == "F":
         raise ValueError("32-bit float images have no defined range; save them as 8- or 16-bit")
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255
