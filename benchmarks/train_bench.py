@@ -1,6 +1,6 @@
 """Training throughput (images per second) of the small network and of GFPGAN's configuration.
 
-Runs the package's own training loop (:func:`resnet_arcface.train.fit`, ArcFace head, SGD) on random
+Runs the package's own training loop (:func:`resnet_arcface.learn.training.fit`, ArcFace head, SGD) on random
 images, so preprocessing, flips, the margin head and the optimizer step are all counted. Each measurement
 trains ``--warmup`` epochs and then one timed epoch; the configurations are interleaved over ``--repeats``
 rounds and the median is reported, so a machine shared with other jobs slows all of them alike and the
@@ -22,7 +22,7 @@ from typing import Any, Dict, List
 import torch
 
 from resnet_arcface import ResNetArcFace, __version__, resnet_arcface_small
-from resnet_arcface.train import fit
+from resnet_arcface.learn.training import fit
 
 #: name -> (builder, input side, batch size on CPU, batch size on CUDA, images per epoch on CPU / CUDA).
 CONFIGS = {

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import resnet_arcface as ra
-from resnet_arcface.inference import fold_conv_bn
-from resnet_arcface.losses import arcface_logits, identity_loss
-from resnet_arcface.verify import tar_at_far
-from resnet_arcface.checks import CheckFailed
-from resnet_arcface.exercises import (EXERCISES, check_arcface_logits, check_basic_block, check_bottleneck,
+from resnet_arcface.deploy.inference import fold_conv_bn
+from resnet_arcface.learn.losses import arcface_logits, identity_loss
+from resnet_arcface.eval.verify import tar_at_far
+from resnet_arcface.teach.checks import CheckFailed
+from resnet_arcface.teach.exercises import (EXERCISES, check_arcface_logits, check_basic_block, check_bottleneck,
                                       check_conv3x3, check_fold_conv_bn, check_identity_loss, check_ir_block,
                                       check_resnet_arcface, check_se_block, check_tar_at_far)
 

@@ -1,4 +1,4 @@
-"""Coursework tools: the student edition (resnet_arcface.coursework.student) and the grader (.grade).
+"""Coursework tools: the student edition (resnet_arcface.teach.coursework.student) and the grader (.grade).
 
 The notebooks here are synthetic, written with nbformat, so these tests do not depend on the chapters; one
 test also runs the student edition over the real ``notebooks/*.ipynb`` (skipped while there are none), and the
@@ -21,9 +21,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from resnet_arcface import exercises
-from resnet_arcface.coursework import grade, student
-from resnet_arcface.coursework.student import STUB_MESSAGE, SolutionMarkerError, stub_notebook, stub_source
+from resnet_arcface.teach import exercises
+from resnet_arcface.teach.coursework import grade, student
+from resnet_arcface.teach.coursework.student import STUB_MESSAGE, SolutionMarkerError, stub_notebook, stub_source
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STUB_LINE = f'raise NotImplementedError("{STUB_MESSAGE}")'
@@ -141,7 +141,7 @@ def chapter_like_notebook() -> nbformat.NotebookNode:
         ("md", "```{solution-start} ex-2\n:class: dropdown\n```", REMOVE),
         ("code", SE_SOLUTION, ["solution"]),
         ("md", "```{solution-end}\n```", REMOVE),
-        ("code", "from resnet_arcface.exercises import check_se_block\ncheck_se_block(MySEBlock)",
+        ("code", "from resnet_arcface.teach.exercises import check_se_block\ncheck_se_block(MySEBlock)",
          ["nbval-check-output"]),
         ("md", ":::{exercise}\n:label: ex-3\nWhy?\n:::"),
         ("md", "```{solution-start} ex-3\n:class: dropdown\n```", REMOVE),

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from resnet_arcface import synthetic_faces
-from resnet_arcface.faces import IDENTITY_RANGES, identity_parameters
-from resnet_arcface.verify import evaluate_embeddings
+from resnet_arcface.data.synthetic import IDENTITY_RANGES, identity_parameters
+from resnet_arcface.eval.verify import evaluate_embeddings
 
 
 def test_shapes_dtypes_range_and_labels():

@@ -12,9 +12,9 @@ from torch import nn
 import resnet_arcface
 from conftest import randomize_
 from resnet_arcface import IRBlock, resnet_arcface18, resnet_arcface_small
-from resnet_arcface import inference
-from resnet_arcface.compress import checkpoint_bytes, compress_state_dict, decompress_state_dict, quantize_fc5_onnx
-from resnet_arcface.inference import (MIN_COSINE, BackendUnavailable, export_onnx, fold_batchnorm, fold_conv_bn,
+from resnet_arcface.deploy import inference
+from resnet_arcface.deploy.compress import checkpoint_bytes, compress_state_dict, decompress_state_dict, quantize_fc5_onnx
+from resnet_arcface.deploy.inference import (MIN_COSINE, BackendUnavailable, export_onnx, fold_batchnorm, fold_conv_bn,
                                       for_onnx_runtime, onnx_session, optimize)
 
 HAVE_ORT = all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime"))
@@ -153,7 +153,7 @@ def test_backend_matches_eager(backend, weights, random_model, trained_model):
 
 @pytest.mark.skipif(os.environ.get("RESNET_ARCFACE_TEST_COMPILE") != "1",
                     reason="Inductor's cold compile takes 30-150 s on a 2-core CPU; set RESNET_ARCFACE_TEST_COMPILE=1 "
-                           "(python -m resnet_arcface.bench checks compile against eager on every run)")
+                           "(python -m resnet_arcface.deploy.bench checks compile against eager on every run)")
 def test_compile_matches_eager_on_a_tiny_model():
     # A tiny configuration keeps the compile short; the arithmetic is the same code path.
     model = randomize_(resnet_arcface_small(widths=(4, 8, 8, 8), input_size=16, embedding_dim=8), seed=3).eval()

@@ -1,4 +1,4 @@
-"""resnet_arcface.losses against formulas worked by hand, and GFPGAN's identity loss written out literally."""
+"""resnet_arcface.learn.losses against formulas worked by hand, and GFPGAN's identity loss written out literally."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_arcface import resnet_arcface_small
-from resnet_arcface.losses import MarginHead, arcface_logits, cosface_logits, cosine_logits, identity_loss
+from resnet_arcface.learn.losses import MarginHead, arcface_logits, cosface_logits, cosine_logits, identity_loss
 from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
 S, M = 64.0, 0.5

@@ -7,8 +7,10 @@ import torch
 
 import resnet_arcface
 from resnet_arcface import pretrained, synthetic_faces
-from resnet_arcface.pretrained import REQUIREMENT, WEIGHTS_DIR, metrics
-from resnet_arcface.verify import evaluate, evaluate_embeddings
+from resnet_arcface.cli.weights import main as weights_command
+from resnet_arcface.learn.recipe import REQUIREMENT
+from resnet_arcface.models.shipped import WEIGHTS_DIR, metrics
+from resnet_arcface.eval.verify import evaluate, evaluate_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,7 @@ def test_unknown_name_lists_the_available_ones():
 @pytest.fixture
 def tiny_recipe(monkeypatch):
     """The module behind make weights, with a recipe small enough for a test."""
-    module = importlib.import_module("resnet_arcface.pretrained")  # the package attribute is the function
+    module = importlib.import_module("resnet_arcface.learn.recipe")
     monkeypatch.setitem(module.RECIPE, "identities", 6)
     monkeypatch.setitem(module.RECIPE, "per_identity", 4)
     monkeypatch.setitem(module.RECIPE, "epochs", 1)
@@ -85,7 +87,7 @@ def test_build_trains_every_loss_and_writes_what_pretrained_reads(tmp_path, tiny
 def test_the_weights_command_writes_the_first_loss(tmp_path, tiny_recipe, capsys):
     threads = torch.get_num_threads()
     try:
-        tiny_recipe.main(["--out", str(tmp_path), "--losses", "cosface", "--threads", "1"])
+        weights_command(["--out", str(tmp_path), "--losses", "cosface", "--threads", "1"])
     finally:
         torch.set_num_threads(threads)  # main sets the process's thread count, as a command may
     assert "wrote" in capsys.readouterr().out.splitlines()[-1]

@@ -1,9 +1,9 @@
-"""resnet_arcface.summary.model_summary: torchinfo's table with exact, device-independent totals."""
+"""resnet_arcface.teach.summary.model_summary: torchinfo's table with exact, device-independent totals."""
 import pytest
 from torch import nn
 
 from resnet_arcface import conv3x3
-from resnet_arcface.summary import model_summary
+from resnet_arcface.teach.summary import model_summary
 
 pytest.importorskip("torchinfo")
 

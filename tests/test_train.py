@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from resnet_arcface import load_checkpoint, resnet_arcface_small, synthetic_faces
-from resnet_arcface.cli import train_main, verify_main
-from resnet_arcface.train import fit
+from resnet_arcface.cli.train import train_main
+from resnet_arcface.cli.verify import verify_main
+from resnet_arcface.learn.training import fit
 from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--threads", "1", "--device", "cpu", "--no-progress"]
@@ -116,7 +117,7 @@ def test_train_from_a_folder(tmp_path, capsys):
 
 def test_sixteen_bit_images_keep_their_range(tmp_path):
     # Pillow's convert("RGB") clips 16-bit gray at 255; read_image_folder scales by 65535 instead.
-    from resnet_arcface.cli import read_image_folder
+    from resnet_arcface.data.folders import read_image_folder
     gray = np.linspace(0, 1, 24 * 24, dtype=np.float64).reshape(24, 24)
     for bits, folder in ((8, "a"), (16, "b")):
         (tmp_path / folder).mkdir()

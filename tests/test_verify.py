@@ -1,10 +1,10 @@
-"""resnet_arcface.verify against ROCs worked out by hand."""
+"""resnet_arcface.eval.verify against ROCs worked out by hand."""
 import pytest
 import torch
 from torch import nn
 
 from resnet_arcface import resnet_arcface_small
-from resnet_arcface.verify import embed, evaluate, evaluate_embeddings, pair_scores, roc, tar_at_far
+from resnet_arcface.eval.verify import embed, evaluate, evaluate_embeddings, pair_scores, roc, tar_at_far
 from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
 # Six pairs, three genuine: accepting at score >= t gives, from t = +inf down to 0.4,

@@ -1,19 +1,17 @@
 """ResNetArcFace, built step by step: the face-embedding network GFPGAN uses for its identity loss.
 
-The package is the reference every chapter of the book shows and every self-check compares against.
+The package is the reference every chapter of the book shows and every self-check compares against. Its
+sub-packages draw its architecture: :mod:`.nn` (the network), :mod:`.data`, :mod:`.learn` (losses and
+training), :mod:`.eval` (verification), :mod:`.models` (weights), :mod:`.deploy` (fast inference),
+:mod:`.teach` (the book's tools) and :mod:`.cli` (the commands). The names below are the public API.
 """
-from .blocks import BasicBlock, Bottleneck, IRBlock
-from .checkpoint import CheckpointMismatchError, load_checkpoint, read_state_dict
-from .conv import conv3x3
-from .data import astronaut_face, lfw_faces, preprocess, to_gray
+from .data import astronaut_face, lfw_faces, preprocess, synthetic_faces, to_gray
 from .device import pick_device
-from .faces import synthetic_faces
-from .losses import MarginHead, arcface_logits, cosface_logits, cosine_logits, identity_loss
-from .model import BLOCKS, ResNetArcFace, resnet_arcface18, resnet_arcface_small, validate_input
-from .pretrained import pretrained  # the function; the module stays in sys.modules
-from .se import SEBlock
-from .train import fit
-from .verify import embed, evaluate, evaluate_embeddings, pair_scores, roc, tar_at_far
+from .eval import embed, evaluate, evaluate_embeddings, pair_scores, roc, tar_at_far
+from .learn import MarginHead, arcface_logits, cosface_logits, cosine_logits, fit, identity_loss
+from .models import CheckpointMismatchError, load_checkpoint, pretrained, read_state_dict
+from .nn import (BLOCKS, BasicBlock, Bottleneck, IRBlock, ResNetArcFace, SEBlock, conv3x3, resnet_arcface18,
+                 resnet_arcface_small, validate_input)
 
 __all__ = [
     "conv3x3", "BasicBlock", "Bottleneck", "IRBlock", "SEBlock", "ResNetArcFace", "resnet_arcface18", "BLOCKS",

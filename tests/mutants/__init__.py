@@ -1,7 +1,7 @@
 """Mutant implementations: each is the reference with ONE mistake a learner actually makes.
 
 ``tests/test_checks.py`` runs the matching self-check on every mutant and asserts that it is
-rejected with :class:`resnet_arcface.checks.CheckFailed` whose message contains the phrases
+rejected with :class:`resnet_arcface.teach.checks.CheckFailed` whose message contains the phrases
 registered with the mutant (so each mistake gets its own, specific message).
 
 Register a mutant with the :func:`mutant` decorator::
@@ -19,7 +19,7 @@ class Mutant:
 
     Attributes:
         id: The mutant's name (its class or function name), used as the pytest id.
-        exercise: The exercise id, a key of ``resnet_arcface.exercises.EXERCISES``.
+        exercise: The exercise id, a key of ``resnet_arcface.teach.exercises.EXERCISES``.
         obj: The wrong class or function, passed to the check as a learner would.
         expect: Phrases the CheckFailed message must contain.
     """

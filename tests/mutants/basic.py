@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from resnet_arcface.blocks import BasicBlock
-from resnet_arcface.conv import conv3x3
+from resnet_arcface.nn.blocks import BasicBlock
+from resnet_arcface.nn.conv import conv3x3
 
 from . import mutant
 

@@ -1,7 +1,7 @@
 """Chapter 3 mutants: ``Bottleneck`` with one mistake each."""
 from torch import nn
 
-from resnet_arcface.blocks import Bottleneck
+from resnet_arcface.nn.blocks import Bottleneck
 
 from . import mutant
 

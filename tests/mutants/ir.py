@@ -1,9 +1,9 @@
 """Chapter 5 mutants: ``IRBlock`` with one mistake each."""
 from torch import nn
 
-from resnet_arcface.blocks import IRBlock
-from resnet_arcface.conv import conv3x3
-from resnet_arcface.se import SEBlock
+from resnet_arcface.nn.blocks import IRBlock
+from resnet_arcface.nn.conv import conv3x3
+from resnet_arcface.nn.se import SEBlock
 
 from . import mutant
 

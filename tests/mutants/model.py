@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from resnet_arcface.model import ResNetArcFace
+from resnet_arcface.nn.model import ResNetArcFace
 
 from . import mutant
 

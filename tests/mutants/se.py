@@ -1,7 +1,7 @@
 """Chapter 4 mutants: ``SEBlock`` with one mistake each."""
 from torch import nn
 
-from resnet_arcface.se import SEBlock
+from resnet_arcface.nn.se import SEBlock
 
 from . import mutant
 

@@ -1,7 +1,7 @@
-"""The self-check engine behind :mod:`resnet_arcface.exercises` (the ten "implement it yourself" exercises).
+"""The self-check engine behind :mod:`resnet_arcface.teach.exercises` (the ten "implement it yourself" exercises).
 
 :func:`run_check` compares a learner's module (``check_ir_block(MyIRBlock)``) with the package's on a few
-:class:`Case` s: structure (state_dict keys via :func:`~resnet_arcface.checkpoint.describe_mismatch`, each layer's
+:class:`Case` s: structure (state_dict keys via :func:`~resnet_arcface.models.checkpoint.describe_mismatch`, each layer's
 type and settings, plus the exercise's own rules and checks), then on the reference's randomised weights eval and
 train outputs, gradients and buffers. :func:`run_function_check` compares a learner's function: outputs, then each argument's gradient. A
 difference is named by reproducing the known :class:`Mistake` s on the reference; reusing the package's answer is
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .checkpoint import describe_mismatch
+from ..models.checkpoint import describe_mismatch
 
 __all__ = ["CheckFailed", "Case", "Mistake", "Exercise", "WORDING", "difference", "matching_mistake", "reject_reuse",
            "validate", "randomise", "name_of", "summarise", "run_check", "run_function_check"]

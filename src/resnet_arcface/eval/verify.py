@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import preprocess
+from ..data.transforms import preprocess
 
 #: False accept rates at which :func:`evaluate` reports the true accept rate.
 FARS = (1e-2, 1e-3)

@@ -171,7 +171,7 @@ def draw_architecture(model: Optional[nn.Module] = None) -> Figure:
     """
     from matplotlib.patches import FancyBboxPatch
 
-    from .model import resnet_arcface18
+    from ..nn.model import resnet_arcface18
 
     model = model if model is not None else resnet_arcface18()
     channels, size = model.conv1.in_channels, getattr(model, "input_size", 128)

@@ -12,7 +12,7 @@ the checkpoint's size is nearly all ``fc5``. Two ways to shrink it:
   memory-bound (batch 1).
 
 The convolutions are left in float32: they hold the compute, and the exact backends of
-:mod:`resnet_arcface.inference` are about them.
+:mod:`resnet_arcface.deploy.inference` are about them.
 """
 from __future__ import annotations
 
@@ -124,10 +124,10 @@ def quantize_fc5_onnx(proto: "onnx.ModelProto") -> "onnx.ModelProto":  # noqa: F
     reads ``fc5.weight`` changes, so SE gates and convolutions stay float32.
 
     Args:
-        proto: A model from :func:`resnet_arcface.inference.export_onnx`.
+        proto: A model from :func:`resnet_arcface.deploy.inference.export_onnx`.
 
     Returns:
-        The quantised model, to run with :func:`resnet_arcface.inference.onnx_session`.
+        The quantised model, to run with :func:`resnet_arcface.deploy.inference.onnx_session`.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic

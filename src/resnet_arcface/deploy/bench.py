@@ -1,6 +1,6 @@
-"""Benchmark the inference backends: ``python -m resnet_arcface.bench``.
+"""Benchmark the inference backends: ``python -m resnet_arcface.deploy.bench``.
 
-Eager float32 and every backend of :func:`resnet_arcface.inference.optimize` are timed in ONE
+Eager float32 and every backend of :func:`resnet_arcface.deploy.inference.optimize` are timed in ONE
 interleaved run (round after round, each round visiting every batch size and backend once), so
 that a machine whose load changes (a laptop, a shared server) slows all of them alike and the
 ratios stay fair. Each round also times a square ``torch.mm``: the same process's matrix-multiply
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .inference import BACKENDS, available_backends, export_onnx, fold_batchnorm, for_onnx_runtime, onnx_session, optimize
-from .model import ResNetArcFace, resnet_arcface18, resnet_arcface_small
+from ..nn.model import ResNetArcFace, resnet_arcface18, resnet_arcface_small
 
 __all__ = ["STAGES", "stage_times", "multiply_adds", "machine_info", "matmul_gflops", "run_benchmark", "format_table", "main"]
 
@@ -174,7 +174,7 @@ def run_benchmark(model: nn.Module, backends: Sequence[str], batch_sizes: Sequen
 
     Args:
         model: An eval-mode ResNetArcFace (weights do not change the speed).
-        backends: Backend names from :data:`resnet_arcface.inference.BACKENDS`; eager is always included.
+        backends: Backend names from :data:`resnet_arcface.deploy.inference.BACKENDS`; eager is always included.
         batch_sizes: Batch sizes to time.
         repeats: Rounds; each round times every (batch size, backend) once.
         threads: ``torch.set_num_threads`` (and ONNX Runtime's threads). Default: leave torch's setting.
@@ -281,8 +281,8 @@ def _sync(device: torch.device | str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """The command line: ``python -m resnet_arcface.bench --help``."""
-    parser = argparse.ArgumentParser(prog="python -m resnet_arcface.bench", description=__doc__.split("\n\n")[0])
+    """The command line: ``python -m resnet_arcface.deploy.bench --help``."""
+    parser = argparse.ArgumentParser(prog="python -m resnet_arcface.deploy.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("gfpgan", "small"), default="gfpgan",
                         help="GFPGAN's configuration (resnet_arcface18) or resnet_arcface_small (default: gfpgan)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])

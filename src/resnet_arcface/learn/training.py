@@ -1,9 +1,9 @@
 """Train an embedding network with a margin loss: :func:`fit`.
 
-The network maps a face to an embedding; a :class:`~resnet_arcface.losses.MarginHead` classifies the
+The network maps a face to an embedding; a :class:`~resnet_arcface.learn.losses.MarginHead` classifies the
 embedding over the *training* identities and its loss shapes the embedding space. After training the head
-is discarded and the embedding is judged on identities it never saw (:mod:`resnet_arcface.verify`).
-The command-line front end is :mod:`resnet_arcface.cli` (``arcface-train``).
+is discarded and the embedding is judged on identities it never saw (:mod:`resnet_arcface.eval.verify`).
+The command-line front end is :mod:`resnet_arcface.cli.common` (``arcface-train``).
 """
 import math
 import time
@@ -13,10 +13,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .data import preprocess
-from .device import pick_device
+from ..data.transforms import preprocess
+from ..device import pick_device
 from .losses import LOSSES, MarginHead
-from .verify import evaluate
+from ..eval.verify import evaluate
 
 #: Optimizers :func:`fit` builds, with their default learning rate and weight decay.
 #: SGD with momentum is InsightFace's choice (lr 0.1, weight decay 5e-4); AdamW needs less tuning.
@@ -81,7 +81,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: s
     through :func:`resnet_arcface.preprocess` at ``model.input_size``. The learning rate warms up linearly
     over the first ``warmup`` fraction of steps, then follows a cosine to zero. On CUDA the network runs in
     bfloat16 autocast with channels_last memory (the head stays float32); elsewhere in float32.
-    ``val``, held-out identities, is verified after every epoch (open set: see :mod:`resnet_arcface.verify`).
+    ``val``, held-out identities, is verified after every epoch (open set: see :mod:`resnet_arcface.eval.verify`).
 
     Args:
         model: An embedding network with ``input_size`` (default 128); moved to ``device`` and left there.
@@ -113,7 +113,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: s
         The history (the model is trained in place and left in eval mode; torch's global random state is
         reseeded every epoch), one list entry per epoch: ``epoch``, ``loss`` (mean over the epoch), ``train_accuracy``
         (margin-free predictions on the training batches), ``lr`` (at the epoch's end), ``images_per_s``,
-        ``seconds`` and ``verification`` (the dict of :func:`resnet_arcface.verify.evaluate`, or ``None``).
+        ``seconds`` and ``verification`` (the dict of :func:`resnet_arcface.eval.verify.evaluate`, or ``None``).
 
     Shape:
         - images: ``(N, C, H, W)``, ``C`` in {1, 3}; labels: ``(N,)``

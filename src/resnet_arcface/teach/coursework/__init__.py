@@ -1,14 +1,14 @@
 """Coursework tools: the student edition of the book and the grader.
 
-* :mod:`resnet_arcface.coursework.student` (``arcface-student``, ``make student``): the chapters without the
+* :mod:`resnet_arcface.teach.coursework.student` (``arcface-student``, ``make student``): the chapters without the
   cells tagged ``remove-student`` and with ``solution`` cells stubbed, in ``student/notebooks/``, and the HTML
   book built from them in ``student/_build/html``.
-* :mod:`resnet_arcface.coursework.grade` (``arcface-grade``, ``make grade SUBMISSIONS=dir``): runs completed
-  learner notebooks, checks each exercise with :mod:`resnet_arcface.exercises` and writes a CSV. It runs the
+* :mod:`resnet_arcface.teach.coursework.grade` (``arcface-grade``, ``make grade SUBMISSIONS=dir``): runs completed
+  learner notebooks, checks each exercise with :mod:`resnet_arcface.teach.exercises` and writes a CSV. It runs the
   learners' code (in their own kernels, which they control): read its docstring before using it.
 
 The instructor's guide is ``book/instructors.md``. The submodules are imported on first use, so that
-``python -m resnet_arcface.coursework.grade`` does not import itself twice.
+``python -m resnet_arcface.teach.coursework.grade`` does not import itself twice.
 """
 import importlib
 

@@ -5,7 +5,7 @@ of notebooks per learner (an exercise passes if it passes in any). The instructo
 
 A worker subprocess per notebook runs a fresh kernel (nbclient) in an empty temporary folder: the learner's code
 cells (errors allowed, ``--timeout`` seconds in all), then one grader cell that runs each exercise's check from
-``resnet_arcface.exercises`` on the object of its fixed name (``--check-timeout`` seconds per exercise) and displays
+``resnet_arcface.teach.exercises`` on the object of its fixed name (``--check-timeout`` seconds per exercise) and displays
 each result as ``application/vnd.arcface-grade+json``; only that cell's outputs are read. The parent kills a
 worker, and its kernel, that outlives every limit. So a notebook that crashes a cell, kills its kernel, hangs,
 defines the wrong thing or nothing, or prints a success line or a fake result is graded correctly. It does NOT
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-CHECKS_MODULE = "resnet_arcface.exercises"  # the module whose EXERCISES the grader runs, unless --checks
+CHECKS_MODULE = "resnet_arcface.teach.exercises"  # the module whose EXERCISES the grader runs, unless --checks
 MIME = "application/vnd.arcface-grade+json"
 STARTUP_TIMEOUT = 60  # seconds for a kernel to start
 FIELDS = ("learner", "exercise", "passed", "message")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import preprocess
+from ..data.transforms import preprocess
 
 #: The losses :class:`MarginHead` knows, with their InsightFace defaults ``(s, m)``.
 #: ``softmax`` is the ArcFace paper's baseline: an ordinary linear classifier, no normalisation, no margin.

@@ -1,30 +1,20 @@
-"""Weights that ship inside the package, trained here on synthetic identities: :func:`pretrained`.
+"""The recipe that made the shipped weights (``make weights``): :func:`build` trains them, :func:`write` saves them.
 
 GFPGAN's ``arcface_resnet18.pth`` cannot be downloaded or shipped, so the package trains its own:
 :func:`resnet_arcface.resnet_arcface_small` with an ArcFace head on :func:`resnet_arcface.synthetic_faces`,
-from a fixed seed, in minutes on a laptop CPU (``make weights``, which runs :func:`build`). Next to the
-weights, ``weights/<name>.json`` records the recipe, the network's configuration and open-set
-verification on identities the network never saw, for the shipped ArcFace network, for softmax and
-CosFace heads trained on the same budget, and for raw pixels.
-
-Note: ``resnet_arcface.pretrained`` (the package attribute) is the function :func:`pretrained`; this
-module is ``resnet_arcface.pretrained`` in ``sys.modules`` (``from resnet_arcface.pretrained import build``).
+from a fixed seed, in minutes on a laptop CPU. Next to the weights, ``<name>.json`` records the recipe, the
+network's configuration and open-set verification on identities the network never saw, for the shipped ArcFace
+network, for softmax and CosFace heads trained on the same budget, and for raw pixels.
 """
-import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .model import SMALL_CONFIG, ResNetArcFace
-
-#: Where the shipped weights live (package data: see pyproject.toml).
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: Names :func:`pretrained` knows.
-AVAILABLE = ("synthetic",)
+from ..models.shipped import WEIGHTS_DIR
+from ..nn.model import SMALL_CONFIG, ResNetArcFace
 
 #: How the shipped weights are trained: identities, images and the optimisation, all from ``seed``.
 RECIPE: Dict[str, Any] = dict(identities=2000, per_identity=12, seed=0, epochs=10, batch_size=64,
@@ -42,46 +32,6 @@ REQUIREMENT: Dict[str, float] = dict(far=1e-3, min_tar=0.90)
 LOSSES = ("arcface", "cosface", "softmax")
 
 
-def _check_name(name: str) -> None:
-    if name not in AVAILABLE:
-        raise ValueError(f"Unknown pretrained weights {name!r}; available: {list(AVAILABLE)}.")
-    if not (WEIGHTS_DIR / f"{name}.pt").is_file() or not (WEIGHTS_DIR / f"{name}.json").is_file():
-        raise FileNotFoundError(f"The {name!r} weights are missing from {WEIGHTS_DIR}; rebuild them with "
-                                f"`make weights` (or arcface-weights).")
-
-
-def metrics(name: str = "synthetic") -> Dict[str, Any]:
-    """The ``<name>.json`` that ships with the weights: recipe, configuration and verification results."""
-    _check_name(name)
-    return json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
-
-
-def pretrained(name: str = "synthetic", map_location: Union[str, torch.device] = "cpu") -> ResNetArcFace:
-    """A network with the package's own trained weights, in eval mode.
-
-    ``"synthetic"`` is :func:`resnet_arcface.resnet_arcface_small` (32x32 gray input, 128-d embedding)
-    trained with ArcFace on synthetic identities; see :func:`metrics` for how well it verifies unseen ones.
-    The weights are read with :func:`resnet_arcface.load_checkpoint` (``weights_only``, strict keys).
-
-    Args:
-        name: Which weights; one of :data:`AVAILABLE`.
-        map_location: Where to load the tensors.
-
-    Returns:
-        The network in eval mode (BatchNorm uses its running statistics, dropout is off).
-
-    Shape:
-        - Input: ``(N, 1, 32, 32)`` in [-1, 1]: ``preprocess(images, size=model.input_size)``.
-        - Output: ``(N, 128)``, the embedding.
-    """
-    _check_name(name)
-    config = dict(metrics(name)["model"])
-    config["layers"], config["widths"] = tuple(config["layers"]), tuple(config["widths"])
-    model = ResNetArcFace(**config)
-    load_checkpoint(model, WEIGHTS_DIR / f"{name}.pt", map_location=map_location)
-    return model.eval()
-
-
 def build(out: Union[str, Path] = WEIGHTS_DIR, name: str = "synthetic", losses: Sequence[str] = LOSSES,
           progress: bool = False) -> Dict[str, Any]:
     """Train the shipped network (and its softmax/CosFace comparisons) and write ``out/<name>.{pt,json}``.
@@ -92,10 +42,10 @@ def build(out: Union[str, Path] = WEIGHTS_DIR, name: str = "synthetic", losses: 
     Returns:
         The JSON written, as a dict.
     """
-    from .faces import synthetic_faces
-    from .model import resnet_arcface_small
-    from .train import fit
-    from .verify import evaluate, evaluate_embeddings
+    from ..data.synthetic import synthetic_faces
+    from ..nn.model import resnet_arcface_small
+    from ..learn.training import fit
+    from ..eval.verify import evaluate, evaluate_embeddings
 
     tic = time.perf_counter()
     size, r, ev = SMALL_CONFIG["input_size"], RECIPE, EVALUATION
@@ -146,28 +96,7 @@ def write(out: Union[str, Path], name: str, loss: str, model: ResNetArcFace, res
 
 
 def _rounded(result: Dict[str, Any]) -> Dict[str, Any]:
-    """An :func:`~resnet_arcface.verify.evaluate` dict with JSON-friendly keys ("0.001") and 4 decimals."""
+    """An :func:`~resnet_arcface.eval.verify.evaluate` dict with JSON-friendly keys ("0.001") and 4 decimals."""
     tar = {str(far): round(rate, 4) for far, rate in result["tar_at_far"].items()}
     return {"auc": round(result["auc"], 4), "tar_at_far": tar, "threshold": round(result["threshold"], 4),
             "accuracy": round(result["accuracy"], 4)}
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    """``arcface-weights``: rebuild the shipped weights (what ``make weights`` runs).
-
-    A console script rather than ``python -m resnet_arcface.pretrained``: the package imports this module
-    first, so ``-m`` would run it a second time (runpy warns about exactly that).
-    """
-    parser = argparse.ArgumentParser(prog="arcface-weights", description=build.__doc__)
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"folder to write to (default: {WEIGHTS_DIR})")
-    parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated, the shipped one first")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    report = build(args.out, losses=tuple(args.losses.split(",")), progress=True)
-    tar = report["results"][report["loss"]]["tar_at_far"][str(REQUIREMENT["far"])]
-    print(f"wrote {args.out}: TAR {tar:.3f} at FAR {REQUIREMENT['far']:g} in {report['seconds']:.0f} s")
-
-
-if __name__ == "__main__":
-    main()

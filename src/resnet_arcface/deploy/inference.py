@@ -16,7 +16,7 @@ Backends (every one but ``"bf16"`` gives the same embeddings as eager float32, c
   (about three significant digits); its agreement with float32 is measured and reported separately.
 
 ``"auto"`` takes the first backend in :data:`AUTO_ORDER` that is installed and works on the model's
-device; the order is a fixed preference justified by ``python -m resnet_arcface.bench`` (see
+device; the order is a fixed preference justified by ``python -m resnet_arcface.deploy.bench`` (see
 ``benchmarks/README.md``), not a measurement at call time, so it is quick and deterministic.
 
 Everything here is for inference only, in eval mode: BatchNorm folding uses running statistics and
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .folding import fold_batchnorm, fold_bn_linear, fold_conv_bn, fold_linear_bn  # noqa: F401 (public here)
-from .model import validate_input
+from ..nn.model import validate_input
 
 __all__ = ["optimize", "Embedder", "BackendUnavailable", "BACKENDS", "AUTO_ORDER", "available_backends",
            "fold_conv_bn", "fold_batchnorm", "to_channels_last", "for_onnx_runtime", "export_onnx", "onnx_session", "MIN_COSINE"]
@@ -251,7 +251,7 @@ def for_onnx_runtime(model: nn.Module) -> nn.Module:
     - A one-slope ``nn.PReLU`` becomes ``nn.LeakyReLU`` with that slope (both are ``x`` for ``x >= 0`` and
       ``slope * x`` below). ONNX Runtime fuses LeakyRelu into the convolution before it; it does not fuse
       PRelu, and each unfused activation forces the data out of its fast blocked (NCHWc) layout and back.
-    - A remaining ``BatchNorm2d`` (``bn0``, which cannot fold: see :mod:`resnet_arcface.folding`) becomes
+    - A remaining ``BatchNorm2d`` (``bn0``, which cannot fold: see :mod:`resnet_arcface.deploy.folding`) becomes
       the per-channel affine map it is in eval mode, written as a depthwise 1x1 convolution with a bias.
       No padding is involved, so this is exact, and a convolution stays in the blocked layout.
     """

@@ -22,7 +22,7 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from .blocks import BasicBlock, Bottleneck, IRBlock
+from ..nn.blocks import BasicBlock, Bottleneck, IRBlock
 
 __all__ = ["bn_scale_shift", "fold_conv_bn", "fold_linear_bn", "fold_bn_linear", "fold_batchnorm", "FOLDED_PAIRS"]
 

@@ -97,7 +97,7 @@ def _validate_config(widths: Tuple[int, ...], input_size: object, embedding_dim:
 class ResNetArcFace(nn.Module):
     """The face-embedding network GFPGAN uses [Wang et al. 2021]: arcface-pytorch's ``resnet_face18``.
 
-    Trained with the ArcFace loss [Deng et al. 2019] in the original; see :mod:`resnet_arcface.losses`.
+    Trained with the ArcFace loss [Deng et al. 2019] in the original; see :mod:`resnet_arcface.learn.losses`.
 
     Stem (conv-BN-PReLU-maxpool), four stages of residual blocks at 64, 128, 256
     and 512 channels (the last three with stride 2), then a head of
@@ -219,7 +219,7 @@ def resnet_arcface18(weights: Union[str, Path, None] = None, map_location: Union
     """
     model = ResNetArcFace(block="IRBlock", layers=(2, 2, 2, 2), use_se=False)
     if weights is not None:
-        from .checkpoint import load_checkpoint
+        from ..models.checkpoint import load_checkpoint
 
         load_checkpoint(model, weights, map_location=map_location)
         model.eval()

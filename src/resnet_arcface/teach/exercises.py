@@ -1,11 +1,11 @@
 """The ten "implement it yourself" exercises, as data, their self-checks and the grader's registry :data:`EXERCISES`.
 
-An exercise is an :class:`~resnet_arcface.checks.Exercise`: the package's reference (the answer, never to be
-reused), the signature the learner implements, the known :class:`~resnet_arcface.checks.Mistake` s (each
+An exercise is an :class:`~resnet_arcface.teach.checks.Exercise`: the package's reference (the answer, never to be
+reused), the signature the learner implements, the known :class:`~resnet_arcface.teach.checks.Mistake` s (each
 reproduced on the reference, so that a matching output is named), likely causes and hints; plus a ``check_*``
-function that builds a few :class:`~resnet_arcface.checks.Case` s and hands them to the engine of
-:mod:`resnet_arcface.checks`: :func:`~resnet_arcface.checks.run_check` for modules (chapters 1-6: conv3x3, the
-residual blocks from one table, SEBlock, the network), :func:`~resnet_arcface.checks.run_function_check` for
+function that builds a few :class:`~resnet_arcface.teach.checks.Case` s and hands them to the engine of
+:mod:`resnet_arcface.teach.checks`: :func:`~resnet_arcface.teach.checks.run_check` for modules (chapters 1-6: conv3x3, the
+residual blocks from one table, SEBlock, the network), :func:`~resnet_arcface.teach.checks.run_function_check` for
 functions (chapters 7-10: arcface_logits, tar_at_far, identity_loss, fold_conv_bn).
 
 To add one: define its Exercise and ``check_<name>`` here, add ``"<name>": ("<learner's object name>",
@@ -23,15 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .blocks import BasicBlock, Bottleneck, IRBlock
+from ..nn.blocks import BasicBlock, Bottleneck, IRBlock
 from .checks import SEED, Case, Exercise, Mistake, name_of, randomise, run_check, run_function_check, validate
-from .conv import conv3x3
-from .data import preprocess
-from .inference import fold_conv_bn
-from .losses import arcface_logits, cosface_logits, identity_loss
-from .model import ResNetArcFace
-from .se import SEBlock
-from .verify import roc, tar_at_far
+from ..nn.conv import conv3x3
+from ..data.transforms import preprocess
+from ..deploy.inference import fold_conv_bn
+from ..learn.losses import arcface_logits, cosface_logits, identity_loss
+from ..nn.model import ResNetArcFace
+from ..nn.se import SEBlock
+from ..eval.verify import roc, tar_at_far
 
 __all__ = ["EXERCISES", "check_conv3x3", "check_basic_block", "check_bottleneck", "check_se_block", "check_ir_block",
            "check_resnet_arcface", "check_arcface_logits", "check_tar_at_far", "check_identity_loss",
@@ -51,7 +51,7 @@ def _call_text(label: str, args: Sequence[Any], kwargs: Dict[str, Any], names: D
 
 # --- Chapters 1-6: conv3x3, the three residual blocks (one table), SEBlock, the network ----------------------------
 
-#: Wording of the residual components' structural problems (see :data:`resnet_arcface.checks.WORDING`).
+#: Wording of the residual components' structural problems (see :data:`resnet_arcface.teach.checks.WORDING`).
 _MODULE_WORDING = {
     "missing:downsample": ("missing downsample: {p} has no submodule named downsample, but the reference has {n} = "
                            "{d}", ""),
@@ -88,7 +88,7 @@ _MODULE_RULES = (_se_width, _fc5_inputs)
 
 def check_conv3x3(fn: Callable[..., nn.Module]) -> None:
     """Check ``my_conv3x3(inplanes, outplanes, stride=1)`` (chapter 1) on four configurations. Like every check, it
-    raises :class:`~resnet_arcface.checks.CheckFailed` naming what differs (bias, padding, stride...) and prints
+    raises :class:`~resnet_arcface.teach.checks.CheckFailed` naming what differs (bias, padding, stride...) and prints
     one line on success."""
     ex = Exercise("check_conv3x3", conv3x3, "(inplanes, outplanes, stride=1) -> nn.Conv2d", causes=(
         "return nn.Conv2d(inplanes, outplanes, kernel_size=3, stride=stride, padding=1, bias=False)",),
@@ -364,7 +364,7 @@ _ARCFACE = Exercise(
 
 def check_arcface_logits(fn: Callable[..., torch.Tensor]) -> None:
     """Check a learner's ``arcface_logits(cosine, labels, s=64.0, m=0.5)`` (``my_arcface_logits``, chapter 7)
-    against :func:`resnet_arcface.losses.arcface_logits`: logits and gradients on random cosines (some past the
+    against :func:`resnet_arcface.learn.losses.arcface_logits`: logits and gradients on random cosines (some past the
     threshold pi - m), with other ``s`` and ``m``, and finite gradients at cos = +-1 exactly."""
     run_function_check(_ARCFACE, fn, [Case(f"{name_of(fn)}(cosine ({n}, {c}){' with +-1' if e else ''}, labels"
                                            + "".join(f", {k}={v}" for k, v in kw.items()) + ")",
@@ -398,7 +398,7 @@ _TAR = Exercise(
 
 def check_tar_at_far(fn: Callable[..., float]) -> None:
     """Check a learner's ``tar_at_far(scores, same, far)`` (``my_tar_at_far``, chapter 8) against
-    :func:`resnet_arcface.verify.tar_at_far` on overlapping genuine and impostor scores, with and without ties."""
+    :func:`resnet_arcface.eval.verify.tar_at_far` on overlapping genuine and impostor scores, with and without ties."""
     def make(far: float, ties: bool) -> Callable[[], Tuple]:
         g = torch.Generator().manual_seed(SEED + 5)
         scores = torch.cat([torch.randn(30, generator=g) + 1.5, torch.randn(60, generator=g)])
@@ -447,7 +447,7 @@ _IDENTITY = Exercise(
 
 def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
     """Check a learner's ``identity_loss(model, output, target, weight=10.0)`` (``my_identity_loss``, chapter 9)
-    against :func:`resnet_arcface.losses.identity_loss`, with a small eval-mode ResNetArcFace, RGB images in
+    against :func:`resnet_arcface.learn.losses.identity_loss`, with a small eval-mode ResNetArcFace, RGB images in
     [-1, 1] of another size than the network's, and the gradients of both image batches."""
     def make(kw: Dict[str, float]) -> Callable[[], Tuple]:
         def inputs() -> Tuple:
@@ -500,7 +500,7 @@ _FOLD = Exercise(
 
 def check_fold_conv_bn(fn: Callable[[nn.Conv2d, nn.BatchNorm2d], nn.Conv2d]) -> None:
     """Check a learner's ``fold_conv_bn(conv, bn)`` (``my_fold_conv_bn``, chapter 10) against
-    :func:`resnet_arcface.inference.fold_conv_bn`: the folded convolution's output on an input, for convolutions
+    :func:`resnet_arcface.deploy.inference.fold_conv_bn`: the folded convolution's output on an input, for convolutions
     with and without bias and BatchNorms with random statistics (some variances far below 1)."""
     def make(cin: int, cout: int, stride: int, bias: bool) -> Callable[[], Tuple]:
         def inputs() -> Tuple:
