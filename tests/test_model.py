@@ -18,7 +18,7 @@ def gfpgan_model():
 
 
 def expected_gfpgan_shapes():
-    """The GFPGAN configuration's state_dict, key -> shape, derived from DESIGN.md's facts."""
+    """The GFPGAN configuration's state_dict, key -> shape, derived from the fidelity contract (CONTRIBUTING.md)."""
     shapes = {}
 
     def bn(p, c):

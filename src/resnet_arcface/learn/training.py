@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from .._optional import require
 from ..data.transforms import preprocess
 from ..device import pick_device
 from .losses import LOSSES, MarginHead
@@ -233,6 +234,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Optional[Any]:
     """A tqdm bar counting images (so its rate reads in images per second), or ``None`` when disabled."""
     if not enabled:
         return None
-    from tqdm import tqdm  # the text bar: tqdm.auto would want ipywidgets inside notebooks
+    # The text bar: tqdm.auto would want ipywidgets inside notebooks.
+    tqdm = require("tqdm", "data", "fit's progress bar (or pass progress=False)").tqdm
 
     return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
