@@ -32,20 +32,17 @@ OPTIONAL = ("matplotlib", "skimage", "sklearn", "scipy", "PIL", "tqdm", "torchin
             "nbconvert", "yaml", "IPython", "ipykernel", "onnx", "onnxruntime", "onnxscript")
 
 # Run in a fresh interpreter with the OPTIONAL libraries made unimportable, as on a machine where only
-# `pip install resnet-arcface` (torch and numpy) was run.
+# `pip install resnet-arcface` (torch and numpy) was run. argv[1]: the libraries, comma-separated.
 CORE_ONLY = textwrap.dedent('''
-    import importlib, importlib.abc, pkgutil, sys, tempfile
+    import importlib, pkgutil, sys, tempfile
     from pathlib import Path
 
     BLOCKED = set(sys.argv[1].split(","))
-
-    class NotInstalled(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, NotInstalled())
+    # None in sys.modules is Python's own "not importable": `import PIL` raises ModuleNotFoundError (name "PIL")
+    # and importlib.util.find_spec("PIL") returns None, as torch's optional-import probes expect of a missing
+    # library (a finder that raised instead would break them).
+    assert not BLOCKED & set(sys.modules), "imported before the block"
+    sys.modules.update(dict.fromkeys(BLOCKED))
     try:
         import PIL
     except ModuleNotFoundError:
@@ -89,8 +86,8 @@ CORE_ONLY = textwrap.dedent('''
     names_extra(lambda: fit(model, images, labels, epochs=1, batch_size=8, progress=True, device="cpu"), "data")
     names_extra(lambda: resnet_arcface.deploy.inference.export_onnx(model.eval(), 32), "fast")
 
-    loaded = sorted({m.split(".")[0] for m in sys.modules} & BLOCKED)
-    assert not loaded, f"loaded despite the blocker: {loaded}"
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED and sys.modules[m] is not None)
+    assert not loaded, f"loaded despite the block: {loaded}"
     print("core-only: ok,", len(core), "modules")
 ''')
 
@@ -109,15 +106,18 @@ def test_the_core_runs_with_torch_and_numpy_alone():
     assert "core-only: ok" in done.stdout
 
 
-def test_the_core_only_check_catches_a_top_level_optional_import(tmp_path):
-    """The check above can fail: a copy of the package whose data/__init__.py imports Pillow at the top does."""
+@pytest.mark.parametrize("module, mutant", [("data/__init__.py", "import PIL"),
+                                            ("learn/training.py", "from tqdm import tqdm")])
+def test_the_core_only_check_catches_a_top_level_optional_import(tmp_path, module, mutant):
+    """The check above can fail: a copy of the package with an optional library imported at the top does."""
     copy = tmp_path / "src"
     shutil.copytree(SRC / "resnet_arcface", copy / "resnet_arcface",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pt"))
-    init = copy / "resnet_arcface" / "data" / "__init__.py"
-    init.write_text("import PIL  # a mutant: Pillow at import time\n" + init.read_text(encoding="utf-8"))
+    path = copy / "resnet_arcface" / module
+    path.write_text(f"{mutant}  # a mutant: an optional library at import time\n" + path.read_text(encoding="utf-8"))
     done = run_core_only(copy)
-    assert done.returncode != 0 and "No module named 'PIL'" in done.stderr, done.stderr[-3000:]
+    top = mutant.split()[1]
+    assert done.returncode != 0 and f"import of {top} halted" in done.stderr, done.stderr[-3000:]
 
 
 # --- pyproject.toml, requirements.txt, constraints.txt ---------------------------------------------------------
