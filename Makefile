@@ -9,12 +9,16 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Sphinx flags: nitpicky, warnings are errors, but report them all before failing.
 JB_FLAGS := -W -n --keep-going
 
-.PHONY: book test install execute student grade clean weights
+# The exact versions CI tested (constraints.txt). `make install CONSTRAINTS=` installs requirements.txt's
+# lower bounds alone, letting pip choose (for a platform the pinned wheels do not cover).
+CONSTRAINTS ?= constraints.txt
 
-$(STAMP): requirements.txt pyproject.toml
+.PHONY: book test install execute student grade clean weights constraints
+
+$(STAMP): requirements.txt $(CONSTRAINTS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -r requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -54,6 +58,24 @@ JOBS    ?= 1
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir [GRADES=$(GRADES)] [TIMEOUT=$(TIMEOUT)] [JOBS=$(JOBS)]"; exit 2; }
 	$(BIN)/arcface-grade "$(SUBMISSIONS)" --out "$(GRADES)" --timeout $(TIMEOUT) --jobs $(JOBS)
+
+# Refresh constraints.txt: resolve requirements.txt afresh (the newest versions its bounds allow) in a
+# throwaway venv and pin what was installed, keeping the file's header. torch and its CUDA wheels are left
+# out (each machine installs its own build first); TORCH says which build to resolve against, e.g.
+#   make constraints TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+# Then review the diff, run `make test`, and commit constraints.txt (CONTRIBUTING.md, "Updating the toolchain").
+TORCH ?= torch
+constraints:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet $(TORCH); \
+	"$$tmp/venv/bin/python" -m pip install --quiet -r requirements.txt; \
+	sed '/^[^#]/,$$d' constraints.txt > "$$tmp/constraints.txt"; \
+	"$$tmp/venv/bin/python" -m pip freeze --exclude-editable \
+	    | grep -viE '^(torch|triton|resnet-arcface)==|^nvidia-' >> "$$tmp/constraints.txt"; \
+	mv "$$tmp/constraints.txt" constraints.txt
+	@echo "constraints.txt refreshed: review 'git diff constraints.txt', run 'make test', commit"
 
 clean:
 	rm -rf _build

@@ -25,6 +25,11 @@ def seeded():
     torch.manual_seed(0)
 
 
+# --- Torch's global settings: every test leaves them as it found them (TF32, threads, dtype, grad mode, ...) ---
+# keep_global_flags (autouse) fails a test that leaks a change; full_float32 turns TF32 off for one test.
+from global_flags import full_float32, keep_global_flags  # noqa: E402,F401
+
+
 # --- The book: one build, one local server, one headless Chromium for the whole session ---------
 # (owned by the book/browser tests; the fixtures live in tests/book_fixtures.py)
 from book_fixtures import book_site, built_book, chromium  # noqa: E402,F401

@@ -3,7 +3,7 @@
 It reads nothing but a state_dict, so it shares no code with the package: if the package's
 arithmetic drifts from the reference's (a padding, a stride on the wrong conv, SE after the
 addition, a second PReLU, a missing residual), the two disagree. The formulas follow
-GFPGAN's arcface_arch.py as documented in DESIGN.md.
+GFPGAN's arcface_arch.py, as the fidelity contract in CONTRIBUTING.md states them.
 """
 import torch
 import torch.nn.functional as F

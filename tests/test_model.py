@@ -18,7 +18,7 @@ def gfpgan_model():
 
 
 def expected_gfpgan_shapes():
-    """The GFPGAN configuration's state_dict, key -> shape, derived from DESIGN.md's facts."""
+    """The GFPGAN configuration's state_dict, key -> shape, derived from the fidelity contract (CONTRIBUTING.md)."""
     shapes = {}
 
     def bn(p, c):
@@ -175,11 +175,9 @@ def test_repr_states_the_input(gfpgan_model):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cpu_and_cuda_agree():
+def test_cpu_and_cuda_agree(full_float32):  # TF32 off: full-precision float32 on both devices (restored after)
     model = randomize_(ResNetArcFace("IRBlock", (2, 2, 2, 2), use_se=True), seed=3).eval()
     x = torch.randn(4, 1, 128, 128)
-    torch.backends.cudnn.allow_tf32 = False  # compare full-precision float32 arithmetic on both devices
-    torch.backends.cuda.matmul.allow_tf32 = False
     with torch.no_grad():
         cpu = model(x)
         cuda = model.cuda()(x.cuda()).cpu()

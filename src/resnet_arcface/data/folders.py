@@ -5,6 +5,7 @@ from typing import Any, List, Tuple
 import numpy as np
 import torch
 
+from .._optional import require
 from .transforms import preprocess
 
 #: File suffixes read as images from ``--data`` folders (anything else there is skipped).
@@ -17,6 +18,7 @@ def read_image_folder(root: Path, size: int) -> Tuple[torch.Tensor, torch.Tensor
     Returns:
         ``(images (N, 1, size, size), labels (N,), identity folder names)``.
     """
+    require("PIL", "data", "read_image_folder")  # Pillow reads the photographs
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not root.is_dir():

@@ -25,6 +25,8 @@ from typing import Dict, Mapping
 
 import torch
 
+from .._optional import require
+
 __all__ = ["FC5_FORMATS", "compress_state_dict", "decompress_state_dict", "checkpoint_bytes", "quantize_fc5_onnx"]
 
 #: How ``fc5.weight`` can be stored.
@@ -129,6 +131,7 @@ def quantize_fc5_onnx(proto: "onnx.ModelProto") -> "onnx.ModelProto":  # noqa: F
     Returns:
         The quantised model, to run with :func:`resnet_arcface.deploy.inference.onnx_session`.
     """
+    require("onnxruntime", "fast", "quantize_fc5_onnx")
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -38,6 +38,7 @@ from torch import nn
 
 from .folding import fold_batchnorm, fold_bn_linear, fold_conv_bn, fold_linear_bn  # noqa: F401 (public here)
 from ..nn.model import validate_input
+from .._optional import require
 
 __all__ = ["optimize", "Embedder", "BackendUnavailable", "BACKENDS", "AUTO_ORDER", "available_backends",
            "fold_conv_bn", "fold_batchnorm", "to_channels_last", "for_onnx_runtime", "export_onnx", "onnx_session", "MIN_COSINE"]
@@ -284,7 +285,7 @@ def export_onnx(model: nn.Module, input_size: int = 128, batch_size: Optional[in
     Returns:
         The checked ``onnx.ModelProto``; input ``"faces"`` ``(N, 1, S, S)``, output ``"embeddings"`` ``(N, D)``.
     """
-    import onnx
+    onnx = require("onnx", "fast", "export_onnx")
 
     example = torch.zeros(batch_size or 2, 1, input_size, input_size)
     dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1, max=4096)},)
@@ -315,7 +316,7 @@ def onnx_session(proto: "onnx.ModelProto", threads: Optional[int] = None,  # noq
     thread per physical core, and on a machine shared with other work (or in a benchmark against PyTorch)
     it should use what PyTorch uses. ``inter_op`` is 1: this network is one chain of operators.
     """
-    import onnxruntime as ort
+    ort = require("onnxruntime", "fast", "onnx_session")
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fusions + NCHWc layout

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
 
+from .._optional import require
 from ..data.augment import AUGMENTATIONS
 from ..data.transforms import preprocess
 from ..device import pick_device
@@ -452,6 +453,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Optional[Any]:
     """A tqdm bar counting images (so its rate reads in images per second), or ``None`` when disabled."""
     if not enabled:
         return None
-    from tqdm import tqdm  # the text bar: tqdm.auto would want ipywidgets inside notebooks
+    # The text bar: tqdm.auto would want ipywidgets inside notebooks.
+    tqdm = require("tqdm", "data", "fit's progress bar (or pass progress=False)").tqdm
 
     return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)

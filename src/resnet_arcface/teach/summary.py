@@ -11,6 +11,8 @@ from typing import Sequence
 
 from torch import nn
 
+from .._optional import require
+
 __all__ = ["model_summary"]
 
 
@@ -29,7 +31,7 @@ def model_summary(model: nn.Module, input_size: Sequence[int],
     Returns:
         The table; its "Total mult-adds" line gives the exact count (``Total mult-adds: 915,406,848``).
     """
-    from torchinfo import summary  # the book's requirement, not the package's
+    summary = require("torchinfo", "book", "model_summary").summary  # the book's requirement, not the core's
 
     cpu_copy = copy.deepcopy(model).cpu()
     stats = summary(cpu_copy, input_size=tuple(input_size), col_names=tuple(col_names), depth=depth,

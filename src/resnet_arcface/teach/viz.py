@@ -6,10 +6,13 @@ maps use a diverging colour map centred at 0 (white is 0).
 """
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
-import matplotlib.pyplot as plt
+from .._optional import require
+
+require("matplotlib", "book", "resnet_arcface.teach.viz")  # a clear message, not a bare ModuleNotFoundError
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import torch
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure  # noqa: E402
 from torch import nn
 
 #: One palette for the whole book: reference/package in blue, learner/notebook in orange.

@@ -25,7 +25,11 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-import nbformat
+from ..._optional import require
+
+require("nbformat", "book", "arcface-student")
+require("nbconvert", "book", "arcface-student")
+import nbformat  # noqa: E402
 from nbconvert.preprocessors import ClearOutputPreprocessor, TagRemovePreprocessor
 
 STUB_MESSAGE = "Exercise: write this part, then run the self-check below"
