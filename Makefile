@@ -9,13 +9,16 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Sphinx flags: nitpicky, warnings are errors, but report them all before failing.
 JB_FLAGS := -W -n --keep-going
 
-# The exact versions CI tested (constraints.txt). `make install CONSTRAINTS=` installs requirements.txt's
-# lower bounds alone, letting pip choose (for a platform the pinned wheels do not cover).
-CONSTRAINTS ?= constraints.txt
+# The exact versions CI tested: constraints.txt, used with the Python version it was resolved with (its first
+# line); with another Python, or with `make install CONSTRAINTS=`, pip chooses within requirements.txt's
+# lower bounds instead.
+VENV_PYTHON    := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+PYTHON_VERSION := $(shell $(VENV_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+CONSTRAINTS    ?= $(if $(shell grep -sx '\# Resolved with Python $(PYTHON_VERSION)' constraints.txt),constraints.txt)
 
 .PHONY: book test install execute student grade clean weights constraints
 
-$(STAMP): requirements.txt $(CONSTRAINTS) pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -r requirements.txt
@@ -39,7 +42,7 @@ execute: $(STAMP)
 	[c.metadata.pop('execution', None) for nb in nbs.values() for c in nb.cells]; \
 	[nbformat.write(nb, p) for p, nb in nbs.items()]" $(NOTEBOOKS)
 
-# Retrain the weights that ship in the package (src/resnet_arcface/weights/: synthetic.pt and synthetic.json)
+# Retrain the weights that ship in the package (src/resnet_arcface/models/weights/: synthetic.pt and synthetic.json)
 # from a fixed seed, on 2 CPU threads: the small network with ArcFace, plus softmax and CosFace on the same budget.
 weights: $(STAMP)
 	$(BIN)/arcface-weights --threads 2
@@ -71,7 +74,8 @@ constraints:
 	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
 	"$$tmp/venv/bin/python" -m pip install --quiet $(TORCH); \
 	"$$tmp/venv/bin/python" -m pip install --quiet -r requirements.txt; \
-	sed '/^[^#]/,$$d' constraints.txt > "$$tmp/constraints.txt"; \
+	version=$$("$$tmp/venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	sed -e '/^[^#]/,$$d' -e "1s/.*/# Resolved with Python $$version/" constraints.txt > "$$tmp/constraints.txt"; \
 	"$$tmp/venv/bin/python" -m pip freeze --exclude-editable \
 	    | grep -viE '^(torch|triton|resnet-arcface)==|^nvidia-' >> "$$tmp/constraints.txt"; \
 	mv "$$tmp/constraints.txt" constraints.txt

@@ -159,6 +159,8 @@ def test_requirements_install_every_extra():
 
 def test_constraints_pin_every_requirement_but_torch():
     """constraints.txt pins (==) every library requirements.txt names, except torch (installed first, per machine)."""
+    text = (ROOT / "constraints.txt").read_text(encoding="utf-8")
+    assert re.match(r"# Resolved with Python 3\.\d+\n", text), "the Makefile reads the Python version on line 1"
     pins = {}
     for line in requirement_lines(ROOT / "constraints.txt"):
         assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[^\s;]+", line), f"constraints.txt: not an exact pin: {line!r}"

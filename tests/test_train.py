@@ -20,10 +20,13 @@ TINY = ["--epochs", "1", "--batch-size", "8", "--threads", "1", "--device", "cpu
 
 def _run(main, argv, capsys):
     """``(exit status, stdout, stderr)`` of a command's main, whether it returns or exits."""
+    threads = torch.get_num_threads()
     try:
         status = main([str(a) for a in argv])
     except SystemExit as exc:
         status = exc.code
+    finally:
+        torch.set_num_threads(threads)  # a command sets the process's thread count (--threads): put it back
     out, err = capsys.readouterr()
     return status, out, err
 
