@@ -165,7 +165,7 @@ def _resume_state(out: Path, run: Dict[str, Any], warm_restart: bool) -> Dict[st
     except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
         raise UsageError(f"--resume: cannot read the run in {out} ({type(err).__name__}: from another version?); "
                          f"start afresh with another --out.") from None
-    for key in sorted(set(run) | set(saved)):
+    for key in [*run, *(k for k in saved if k not in run)]:  # the network, data and --init first
         if key in ("epochs", *NOT_COMPARED) or saved.get(key) == run.get(key):
             continue
         flag = {"arch": "--arch", "size": "--size", "data": "--synthetic/--data/--val/--val-fraction",
