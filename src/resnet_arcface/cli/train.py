@@ -1,4 +1,14 @@
-"""``arcface-train``: train an embedding network with a margin loss."""
+"""``arcface-train``: train an embedding network with a margin loss.
+
+The training flags are the fields of :class:`~resnet_arcface.learn.config.TrainConfig` (``--batch-size`` sets
+``batch_size``; ``--scale`` and ``--margin`` set ``s`` and ``m``: :data:`FLAG_NAMES`), with its defaults; a flag
+not given leaves the field's default. ``--init`` starts from trained weights and adds the fine-tuning defaults
+:data:`~resnet_arcface.learn.config.FINETUNE` under the flags. ``OUT/metrics.json`` records the resolved config
+next to the network, the data and ``--init``; ``--resume`` compares them with the flags field by field and
+refuses a changed ``--epochs`` (the length of the learning-rate schedule) unless ``--warm-restart`` asks for a
+new schedule over the remaining epochs. Every input, and whether ``--out`` can be written, is checked before
+training starts.
+"""
 import argparse
 import dataclasses
 import json

@@ -328,7 +328,11 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
     # The batch never exceeds the data, so a tiny data set still gives one batch per epoch.
     batches = BatchSampler(make_sampler(dataset, config.seed), min(config.batch_size, len(dataset)),
                            drop_last=True)  # type: ignore[arg-type]
+    # Persistent workers are started once, not every epoch; the sampler still runs in this process, so
+    # set_epoch below reaches it. The loader's own generator (for its workers' seeds) keeps it from drawing on
+    # torch's global random state, which seeds dropout: the number of workers must not change the numbers.
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=config.workers, pin_memory=device.type == "cuda",
+                        persistent_workers=config.workers > 0, generator=torch.Generator().manual_seed(config.seed),
                         collate_fn=_whole_batch if isinstance(dataset, _TensorFaces) else default_collate)
     start, schedule, keep_schedule = 0, _schedule(config, len(batches), first_epoch=0), True
     if resume is not None:
