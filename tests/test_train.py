@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from resnet_arcface import (MarginHead, evaluate, evaluate_embeddings, load_checkpoint, pretrained, resnet_arcface_small,
                             synthetic_faces)
@@ -125,6 +126,31 @@ def test_non_finite_loss_stops_before_the_update_and_leaves_eval_mode(tiny):
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]), name  # no backward, no optimizer step
     assert not model.training and not head.training  # restored by fit's finally
+
+
+class _SqrtEmbedding(nn.Module):
+    """A toy embedding whose first feature is sqrt(0): a finite loss, an infinite gradient."""
+
+    input_size, embedding_dim = 8, 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 4, bias=False)
+        with torch.no_grad():
+            self.fc.weight[0] = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(x.flatten(1))
+        return torch.cat([z[:, :1].sqrt(), z[:, 1:]], 1)
+
+
+def test_non_finite_gradients_stop_before_the_step(tiny):
+    (x, y), _ = tiny
+    model = _SqrtEmbedding()
+    before = model.fc.weight.detach().clone()
+    with pytest.raises(FloatingPointError, match="gradients became NaN or infinite at epoch 1, step 1"):
+        fit(model, x, y, epochs=1, batch_size=8, device="cpu", progress=False, augment="none")
+    assert torch.equal(model.fc.weight, before) and not model.training
 
 
 def test_resume_refuses_a_changed_schedule_unless_warm_restart(tiny):
