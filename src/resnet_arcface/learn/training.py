@@ -259,7 +259,7 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
 
     Nothing silently wrong: non-finite pixels are refused before training (for a Dataset, when their batch
     arrives), and a non-finite loss raises :class:`FloatingPointError` *before* its backward pass and
-    optimizer step, so the parameters stay those of the last good step. Whatever happens, the model is left
+    optimizer step (non-finite gradients, before the step), so the parameters stay those of the last good step. Whatever happens, the model is left
     in eval mode with its ``requires_grad`` flags as they were.
 
     Args:
@@ -329,7 +329,11 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
     # The batch never exceeds the data, so a tiny data set still gives one batch per epoch.
     batches = BatchSampler(make_sampler(dataset, config.seed), min(config.batch_size, len(dataset)),
                            drop_last=True)  # type: ignore[arg-type]
+    # Persistent workers are started once, not every epoch; the sampler still runs in this process, so
+    # set_epoch below reaches it. The loader's own generator (for its workers' seeds) keeps it from drawing on
+    # torch's global random state, which seeds dropout: the number of workers must not change the numbers.
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=config.workers, pin_memory=device.type == "cuda",
+                        persistent_workers=config.workers > 0, generator=torch.Generator().manual_seed(config.seed),
                         collate_fn=_whole_batch if isinstance(dataset, _TensorFaces) else default_collate)
     start, schedule, keep_schedule = 0, _schedule(config, len(batches), first_epoch=0), True
     if resume is not None:
@@ -433,6 +437,14 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
                                      f"the scale s.")
         opt.zero_grad(set_to_none=True)
         batch_loss.backward()
+        # A finite loss can still have non-finite gradients (a square root or arccos at its edge): stop before
+        # the step would write them into the parameters.
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
+            raise FloatingPointError(f"fit: the gradients became NaN or infinite at epoch {epoch}, step {step} (the "
+                                     f"loss was {value:.4g}), before any update from them; lower the learning rate "
+                                     f"(now {opt.param_groups[-1]['lr']:.3g}) or look for a non-differentiable "
+                                     f"point in the model.")
         opt.step()
         sched.step()
         with torch.no_grad():
