@@ -164,3 +164,54 @@ def test_pixel_baseline_is_verification_of_flattened_pixels():
     torch.manual_seed(0)
     images, labels = torch.rand(8, 1, 4, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     assert pixel_baseline(images, labels) == evaluate_embeddings(images.reshape(8, 16), labels)
+
+
+# --- arcface-verify: the held-out seed is known, never guessed --------------------------------------------------
+
+def _verify(argv, capsys):
+    from resnet_arcface.cli.verify import verify_main
+
+    try:
+        status = verify_main([str(a) for a in argv])
+    except SystemExit as exc:
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _weights(folder, config=None):
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(resnet_arcface_small().state_dict(), folder / "weights.pt")
+    if config is not None:
+        (folder / "metrics.json").write_text(json.dumps({"config": config}))
+    return folder / "weights.pt"
+
+
+def test_verify_refuses_to_guess_the_training_seed(tmp_path, capsys):
+    # Without metrics.json, arcface-verify used to assume training seed 0: for a run trained on seed 2000,
+    # its "held-out" identities (seed 0 + 2000) were the training identities.
+    weights = _weights(tmp_path / "bare")
+    fast = ["--threads", "1", "--device", "cpu"]
+    status, out, err = _verify(["--weights", weights, "--synthetic", "3,3", *fast], capsys)
+    assert status == 2 and err.count("\n") == 1 and "--seed" in err and "metrics.json" in err and not out
+    status, out, err = _verify(["--weights", weights, "--synthetic", "3,3", "--seed", "77", *fast], capsys)
+    assert status == 0 and "(seed 77)" in out, err
+    (tmp_path / "bare" / "metrics.json").write_text("{not json")
+    status, _, err = _verify(["--weights", weights, "--synthetic", "3,3", *fast], capsys)
+    assert status == 2 and "--seed" in err
+
+    weights = _weights(tmp_path / "trained", {"arch": "small", "size": 32, "seed": 3})
+    status, out, err = _verify(["--weights", weights, "--synthetic", "3,3", *fast], capsys)
+    assert status == 0 and "(seed 2003)" in out and "raw pixels" in out, err
+    status, out, err = _verify(["--weights", weights, "--synthetic", "3,3", "--flip", *fast], capsys)
+    assert status == 0 and "flip" in out, err
+
+
+def test_verify_flags_that_do_not_apply(tmp_path, capsys):
+    weights = _weights(tmp_path, {"arch": "small", "size": 32, "seed": 0})
+    for argv, words in [(["--synthetic", "3,3", "--pairs", tmp_path / "p.txt"], "--pairs needs --data"),
+                        (["--data", tmp_path, "--seed", "4"], "--seed chooses synthetic")]:
+        status, out, err = _verify(["--weights", weights, *argv], capsys)
+        assert status == 2 and err.count("\n") == 1 and words in err and not out, err
