@@ -10,6 +10,7 @@ from resnet_arcface import resnet_arcface_small, synthetic_faces
 from resnet_arcface.eval.pairs_protocol import (FlipSum, evaluate_pairs, image_path, kfold_accuracy, pair_cosines,
                                                 read_pair_images, read_pairs)
 from resnet_arcface.eval.verify import embed
+from cli_run import run_main
 from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
 
@@ -176,11 +177,7 @@ def test_arcface_verify_pairs(tmp_path, capsys):
     base = ["--weights", tmp_path / "weights.pt", "--data", faces, "--pairs", path, "--threads", "1", "--device", "cpu"]
 
     def run(*extra):
-        try:
-            status = verify_main([str(a) for a in base + list(extra)])
-        except SystemExit as exc:
-            status = exc.code
-        return (status, *capsys.readouterr())
+        return run_main(verify_main, base + list(extra), capsys)
 
     status, out, err = run()
     assert status == 0, err

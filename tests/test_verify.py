@@ -5,6 +5,7 @@ from torch import nn
 
 from resnet_arcface import resnet_arcface_small
 from resnet_arcface.eval.verify import embed, evaluate, evaluate_embeddings, pair_scores, roc, tar_at_far
+from cli_run import run_main
 from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
 # Six pairs, three genuine: accepting at score >= t gives, from t = +inf down to 0.4,
@@ -171,12 +172,7 @@ def test_pixel_baseline_is_verification_of_flattened_pixels():
 def _verify(argv, capsys):
     from resnet_arcface.cli.verify import verify_main
 
-    try:
-        status = verify_main([str(a) for a in argv])
-    except SystemExit as exc:
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
+    return run_main(verify_main, argv, capsys)
 
 
 def _weights(folder, config=None):
