@@ -7,6 +7,7 @@ scored and 10-fold accuracy +- std reported, as papers report LFW.
 """
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -16,10 +17,15 @@ from torch import nn
 
 from ..data.folders import read_image_folder
 from ..eval.pairs_protocol import FlipSum, evaluate_pairs, kfold_accuracy, pair_cosines, read_pair_images, read_pairs
-from ..eval.verify import FARS, evaluate, pixel_baseline
+from ..eval.verify import EXACT_MAX_PAIRS, FARS, evaluate, pixel_baseline
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
 from .common import (ARCHS, TEST_SEED_OFFSET, UsageError, _common_flags, _fail, _Parser, _positive, build_model,
                      device_flag, pair_counts)
+
+
+def _exact_max_images() -> int:
+    """The largest N whose N (N - 1) / 2 pairs get the exact ROC."""
+    return (1 + math.isqrt(1 + 8 * EXACT_MAX_PAIRS)) // 2
 
 
 def _verify_parser() -> argparse.ArgumentParser:
@@ -27,12 +33,13 @@ def _verify_parser() -> argparse.ArgumentParser:
         "Open-set verification of trained weights on identities the network never saw, next to the same numbers "
         "for raw pixels. All pairs (--synthetic, or --data alone): every pair of images is scored and AUC, TAR at "
         "FAR 1e-2 and 1e-3, the best threshold and its balanced accuracy are printed; the measure to use for "
-        "your own data and for a threshold you will deploy. Above 4,096 images the pairs are scored in blocks "
-        "into a fine histogram (bounded memory; 50,000 images fit). Listed pairs (--data DIR --pairs FILE): the "
-        "pairs of an LFW-style file are scored and 10-fold accuracy +- std is printed, each fold's threshold "
-        "chosen on the other nine, as papers report LFW; use it to compare with published numbers. "
+        f"your own data and for a threshold you will deploy. Above {_exact_max_images():,} images the pairs are "
+        "scored in blocks into a fine histogram (bounded memory; 50,000 images fit). Listed pairs (--data DIR "
+        "--pairs FILE): the pairs of an LFW-style file are scored and 10-fold accuracy +- std is printed, each "
+        "fold's threshold chosen on the other nine, as papers report LFW; use it to compare with published numbers. "
         "--arch, --size and the training seed come from metrics.json beside --weights."))
-    parser.add_argument("--weights", type=Path, required=True, metavar="FILE", help="a state_dict written by arcface-train")
+    parser.add_argument("--weights", type=Path, required=True, metavar="FILE",
+                        help="a state_dict written by arcface-train")
     _common_flags(parser)
     parser.add_argument("--seed", type=int, help=f"with --synthetic: identities' seed (default: the training seed in "
                         f"metrics.json + {TEST_SEED_OFFSET}, so neither training nor its validation saw them; "

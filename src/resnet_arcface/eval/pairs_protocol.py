@@ -73,7 +73,8 @@ def read_pairs(path: Path) -> PairList:
         raise ValueError(f"--pairs {path}: no such file; give an LFW-style pairs file (e.g. LFW's pairs.txt).")
     lines = [(no, line.split()) for no, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
     if not lines:
-        raise ValueError(f"--pairs {path}: the file is empty; expected a header 'folds pairs_per_fold' (e.g. '10 300').")
+        raise ValueError(f"--pairs {path}: the file is empty; expected a header 'folds pairs_per_fold' "
+                         f"(e.g. '10 300').")
     header = lines[0][1]
     try:
         folds, per_fold = (int(v) for v in header)

@@ -26,10 +26,11 @@ from ..data.transforms import preprocess
 
 #: False accept rates at which :func:`evaluate` reports the true accept rate.
 FARS = (1e-2, 1e-3)
-#: Above this many pairs :func:`evaluate_embeddings` switches from the exact ROC (every score sorted: about
-#: 50 bytes a pair at peak, 0.4 GB at this size, N = 4,096) to the blocked histogram of
-#: :func:`resnet_arcface.eval.chunked.pair_histogram`, whose memory does not grow with the number of pairs.
-EXACT_MAX_PAIRS = 2 ** 23
+#: Above this many pairs (N = 2,896 embeddings) :func:`evaluate_embeddings` switches from the exact ROC
+#: (every score sorted: about 75 bytes a pair at peak, 0.3 GB at this size, measured in
+#: ``benchmarks/verification.md``) to the blocked histogram of :func:`resnet_arcface.eval.chunked.pair_histogram`,
+#: whose memory does not grow with the number of pairs.
+EXACT_MAX_PAIRS = 2 ** 22
 
 
 def require_finite(values: torch.Tensor, what: str) -> None:
@@ -219,10 +220,10 @@ def evaluate_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, *,
     Use it for any representation, e.g. raw pixels (:func:`pixel_baseline`) as the baseline a trained
     network must beat. The identities should be ones the network never trained on.
 
-    Up to :data:`EXACT_MAX_PAIRS` pairs (N = 4,096 embeddings) the ROC is exact: every score is sorted. Above
+    Up to :data:`EXACT_MAX_PAIRS` pairs (N = 2,896 embeddings) the ROC is exact: every score is sorted. Above
     it the pairs are scored in blocks into a histogram of 65,536 bins over [-1, 1]
     (:func:`resnet_arcface.eval.chunked.pair_histogram`), in memory that does not grow with the number of
-    pairs: N = 50,000 takes the embeddings plus about 100 MB. Its rates are then exact at thresholds on the
+    pairs: about 150 MB besides the embeddings, at any N. Its rates are then exact at thresholds on the
     bin edges (every 3.1e-5): ``tar_at_far`` and ``accuracy`` are what a real threshold achieves, never
     above the exact values and below them by at most the share of genuine pairs in one bin (half that for
     the accuracy); the AUC is within half the share of (genuine, impostor) pairs that fall in a common bin.
