@@ -19,8 +19,8 @@ from ..data.folders import read_image_folder
 from ..eval.pairs_protocol import FlipSum, evaluate_pairs, kfold_accuracy, pair_cosines, read_pair_images, read_pairs
 from ..eval.verify import EXACT_MAX_PAIRS, FARS, evaluate, pixel_baseline
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
-from .common import (ARCHS, TEST_SEED_OFFSET, UsageError, _common_flags, _fail, _Parser, _positive, build_model,
-                     device_flag, pair_counts)
+from .common import (ARCHS, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail, _Parser, _positive,
+                     build_model, device_flag, pair_counts)
 
 
 def _exact_max_images() -> int:
@@ -80,8 +80,9 @@ def _verify_setup(args: argparse.Namespace) -> Tuple[nn.Module, Optional[int]]:
         # Without the training seed, a default would guess it: guessing wrong can make the "held-out"
         # identities the very ones the network trained on.
         raise UsageError(f"--weights {args.weights}: no training seed in {metrics} (missing or unreadable), so the "
-                         f"held-out synthetic identities are unknown; pass --seed S with S neither the training seed "
-                         f"nor its validation seed (arcface-train uses seed + {TEST_SEED_OFFSET}).")
+                         f"held-out synthetic identities are unknown; pass --seed S, a seed the network never saw (not "
+                         f"its training seed T, nor T + {VAL_SEED_OFFSET}, its validation seed; the default with a "
+                         f"metrics.json is T + {TEST_SEED_OFFSET}).")
     return model.eval(), saved.get("seed")
 
 
