@@ -1,4 +1,11 @@
-"""Open-set face verification: embeddings, pair scores, the ROC and the true accept rate at a fixed FAR."""
-from .verify import FARS, embed, evaluate, evaluate_embeddings, pair_scores, roc, tar_at_far
+"""Open-set face verification: embeddings, pair scores, the ROC and the true accept rate at a fixed FAR.
 
-__all__ = ["embed", "pair_scores", "roc", "tar_at_far", "evaluate_embeddings", "evaluate", "FARS"]
+:mod:`.verify` scores every pair of a held-out set (exactly, or in blocks through :mod:`.chunked` when the
+pairs do not fit in memory); :mod:`.pairs_protocol` runs LFW's fixed pair lists with 10-fold accuracy.
+"""
+from .chunked import PairHistogram, pair_histogram
+from .verify import (EXACT_MAX_PAIRS, FARS, embed, evaluate, evaluate_embeddings, pair_scores, pixel_baseline, roc,
+                     roc_auc, summarize_roc, tar_at_far)
+
+__all__ = ["embed", "pair_scores", "roc", "roc_auc", "tar_at_far", "summarize_roc", "evaluate_embeddings",
+           "evaluate", "pixel_baseline", "pair_histogram", "PairHistogram", "FARS", "EXACT_MAX_PAIRS"]

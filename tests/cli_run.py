@@ -1,0 +1,12 @@
+"""Run a command's ``main(argv)`` in-process, as the shell would: its exit status and what it printed."""
+from typing import Callable, Sequence, Tuple
+
+
+def run_main(main: Callable[[Sequence[str]], int], argv: Sequence[object], capsys) -> Tuple[int, str, str]:
+    """``(exit status, stdout, stderr)`` of ``main([str(a) for a in argv])``, whether it returns or exits."""
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as exc:
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
