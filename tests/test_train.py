@@ -83,7 +83,7 @@ def test_train_and_verify_commands(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json", "weights.pt"]
     load_checkpoint(resnet_arcface_small(), out / "weights.pt")  # a plain state_dict for the small network
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["arch"] == "small" and metrics["config"]["scale"] == 16 and metrics["epochs_done"] == 1
+    assert metrics["config"]["arch"] == "resnet_arcface_small" and metrics["config"]["scale"] == 16 and metrics["epochs_done"] == 1
     assert len(metrics["history"]["loss"]) == 1 and set(metrics["final"]["tar_at_far"]) == {"0.01", "0.001"}
 
     status, stdout, err = _run(train_main, ["--synthetic", "4,4", "--val", "3,3", "--out", out, "--resume",

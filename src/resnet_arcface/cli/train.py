@@ -16,7 +16,7 @@ from ..eval.verify import FARS, evaluate, evaluate_embeddings
 from ..learn.losses import LOSSES
 from ..learn.training import OPTIMIZERS, fit
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
-from .common import (ARCHS, CLI_SCALE, FILES, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail,
+from .common import (ARCHS, CLI_SCALE, DEFAULT_ARCH, FILES, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail,
                      _finite, _pair, _Parser, _positive, _write_atomic, build_model, device_flag, pair_counts)
 
 
@@ -126,7 +126,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     args = _train_parser().parse_args(argv)
     prog = "arcface-train"
     try:
-        args.arch = args.arch or "small"
+        args.arch = args.arch or DEFAULT_ARCH
         args.size = args.size or ARCHS[args.arch]
         config = _train_config(args)
         out: Path = args.out

@@ -16,8 +16,9 @@ from ..eval.verify import FARS, evaluate, evaluate_embeddings
 from ..learn.losses import LOSSES
 from ..learn.training import OPTIMIZERS, fit
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
-from .common import (ARCHS, CLI_SCALE, FILES, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail,
-                     _finite, _pair, _Parser, _positive, _write_atomic, build_model, device_flag, pair_counts)
+from .common import (ARCHS, CLI_SCALE, DEFAULT_ARCH, FILES, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail,
+                     _finite, _pair, _Parser, _positive, _write_atomic, build_model, device_flag, pair_counts,
+                     saved_arch)
 
 
 def _verify_parser() -> argparse.ArgumentParser:
@@ -44,7 +45,7 @@ def _verify_setup(args: argparse.Namespace) -> Tuple[nn.Module, int]:
             saved = json.loads(metrics.read_text()).get("config", {})
         except (json.JSONDecodeError, AttributeError):
             saved = {}
-    args.arch = args.arch or saved.get("arch", "small")
+    args.arch = args.arch or saved_arch(saved.get("arch", DEFAULT_ARCH))
     args.size = args.size or saved.get("size") or ARCHS[args.arch]
     model = build_model(args.arch, args.size)
     try:

@@ -13,8 +13,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..data.transforms import preprocess
-from ..device import pick_device
+from ..data.transforms import preprocess, resolve_cfg
+from ..device import resolve_device
 from .losses import LOSSES, MarginHead
 from ..eval.verify import evaluate
 
@@ -123,8 +123,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, loss: s
         raise ValueError(f"fit: unknown loss {loss!r}; expected one of {sorted(LOSSES)}.")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"fit: unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZERS)}.")
-    # pick_device checks availability of the names it knows; "cuda:1" and torch.device objects pass as given.
-    device = pick_device(device) if device in ("auto", "cpu", "cuda", "mps") else torch.device(device)
+    device = resolve_device(device)  # checks the names it knows; "cuda:1" and torch.device objects pass as given
     classes, targets = torch.unique(labels, return_inverse=True)
     if head is None:
         torch.manual_seed(seed)
@@ -190,7 +189,7 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
                  bar: Optional[Any]) -> Tuple[float, float]:
     """One pass over ``batches``; returns the mean loss and the (margin-free) training accuracy."""
     cuda = device.type == "cuda"
-    size = getattr(model, "input_size", 128)
+    size = resolve_cfg(model).input_size
     # bfloat16 keeps float32's exponent range, so unlike float16 it needs no loss scaling.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     model.train()
