@@ -173,3 +173,15 @@ def test_bench_model_choices_are_the_registry():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "invalid choice: 'gfpgan'" in out.stderr
     assert "resnet_arcface18" in out.stderr and "resnet_arcface_small" in out.stderr
+
+
+def test_embed_feeds_the_model_through_its_own_cfg():
+    """embed reads the model's pretrained_cfg (not a hard-coded preprocess): change the cfg, the input changes."""
+    model = create_model("resnet_arcface_small", pretrained="synthetic")
+    images, _ = resnet_arcface.synthetic_faces(2, 1, size=45, seed=5)
+    model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, interpolation="area")
+    with torch.no_grad():
+        expected = model(create_transform(model.pretrained_cfg)(images))
+        gfpgan_steps = model(preprocess(images, size=model.input_size))
+    torch.testing.assert_close(resnet_arcface.embed(model, images, normalize=False), expected)
+    assert not torch.allclose(expected, gfpgan_steps)

@@ -16,9 +16,9 @@ from ..eval.verify import FARS, evaluate, evaluate_embeddings
 from ..learn.losses import LOSSES
 from ..learn.training import OPTIMIZERS, fit
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
-from .common import (ARCHS, CLI_SCALE, DEFAULT_ARCH, FILES, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail,
+from .common import (ARCHS, CLI_SCALE, FILES, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail,
                      _finite, _pair, _Parser, _positive, _write_atomic, build_model, device_flag, pair_counts,
-                     saved_arch)
+                     DEFAULT_ARCH, saved_arch)
 
 
 def _verify_parser() -> argparse.ArgumentParser:
