@@ -235,3 +235,27 @@ def test_validate_input_follows_the_configured_size():
     with pytest.raises(ValueError, match=r"\(N, 1, 64, 64\).*got 3 channels"):
         validate_input(torch.rand(2, 3, 64, 64), input_size=64)
     validate_input(torch.rand(2, 1, 64, 64), input_size=64)  # fits: no error
+
+
+# --- The input configuration every network carries (pretrained_cfg) ----------------------------------------
+
+def test_every_constructor_attaches_the_input_configuration():
+    from resnet_arcface.nn.model import GFPGAN_CONFIG, LUMA, PretrainedCfg
+
+    for model, size in ((ResNetArcFace(), 128), (resnet_arcface18(), 128), (resnet_arcface_small(), 32),
+                        (resnet_arcface_small(input_size=64), 64)):
+        assert model.pretrained_cfg == PretrainedCfg(input_size=size)
+        assert model.pretrained_cfg.luma == LUMA and model.pretrained_cfg.value_range == (-1.0, 1.0)
+    # resnet_arcface18 spells GFPGAN's configuration out; the registry's constant must say the same
+    gfpgan = ResNetArcFace(**GFPGAN_CONFIG)
+    reference = resnet_arcface18()
+    assert (gfpgan.block, gfpgan.layers, gfpgan.use_se, gfpgan.widths, gfpgan.input_size, gfpgan.embedding_dim) == \
+        (reference.block, reference.layers, reference.use_se, reference.widths, reference.input_size,
+         reference.embedding_dim)
+
+
+def test_the_configuration_changes_neither_state_dict_nor_arithmetic(gfpgan_model):
+    assert len(gfpgan_model.state_dict()) == 181  # the cfg is a plain attribute, not a buffer
+    import copy
+
+    assert copy.deepcopy(gfpgan_model).pretrained_cfg == gfpgan_model.pretrained_cfg  # copies (folds) keep it

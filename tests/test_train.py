@@ -187,7 +187,7 @@ def test_train_and_verify_commands(tmp_path, capsys):
     load_checkpoint(resnet_arcface_small(), out / "weights.pt")  # a plain state_dict for the small network
     metrics = json.loads((out / "metrics.json").read_text())
     config = metrics["config"]
-    assert config["arch"] == "small" and metrics["epochs_done"] == 1
+    assert config["arch"] == "resnet_arcface_small" and metrics["epochs_done"] == 1
     # The resolved TrainConfig: AdaCos's scale for the 4 training identities, the flags' batch size.
     assert config["s"] == pytest.approx(adacos_scale(4)) and config["batch_size"] == 8 and config["lr"] == 2e-3
     assert TrainConfig.from_dict({k: config[k] for k in TrainConfig().to_dict()}).epochs == 1

@@ -6,10 +6,11 @@ training), :mod:`.eval` (verification), :mod:`.models` (weights), :mod:`.deploy`
 :mod:`.teach` (the book's tools) and :mod:`.cli` (the commands). The names below are the public API.
 """
 from .data import astronaut_face, lfw_faces, preprocess, synthetic_faces, to_gray
-from .device import pick_device
+from .data.transforms import PretrainedCfg, create_transform, resolve_cfg, transform_for
+from .device import model_device, pick_device
 from .eval import embed, evaluate, evaluate_embeddings, pair_scores, roc, tar_at_far
 from .learn import MarginHead, arcface_logits, cosface_logits, cosine_logits, fit, identity_loss
-from .models import CheckpointMismatchError, load_checkpoint, pretrained, read_state_dict
+from .models import CheckpointMismatchError, create_model, list_models, load_checkpoint, pretrained, read_state_dict
 from .nn import (BLOCKS, BasicBlock, Bottleneck, IRBlock, ResNetArcFace, SEBlock, conv3x3, resnet_arcface18,
                  resnet_arcface_small, validate_input)
 
@@ -19,5 +20,6 @@ __all__ = [
     "astronaut_face", "lfw_faces", "load_checkpoint", "read_state_dict", "CheckpointMismatchError", "pick_device",
     "MarginHead", "arcface_logits", "cosface_logits", "cosine_logits", "identity_loss", "fit",
     "embed", "evaluate", "evaluate_embeddings", "pair_scores", "roc", "tar_at_far",
+    "create_model", "list_models", "PretrainedCfg", "create_transform", "transform_for", "resolve_cfg", "model_device",
 ]
 __version__ = "0.1.0"

@@ -15,10 +15,16 @@ from typing import Any, NoReturn, Tuple
 import torch
 
 from ..device import pick_device
-from ..nn.model import SMALL_CONFIG, ResNetArcFace, resnet_arcface_small
+from ..models.registry import create_model, list_models, model_config
+from ..nn.model import ResNetArcFace
 
-#: Architectures the commands build, with their default input size.
-ARCHS = {"small": SMALL_CONFIG["input_size"], "resnet_arcface18": 128}
+#: Architectures the commands build (the registry's names, :func:`resnet_arcface.list_models`), with their
+#: default input size.
+ARCHS = {name: model_config(name)["input_size"] for name in list_models()}
+#: The network ``--arch`` defaults to: the small one, which trains in minutes on a CPU.
+DEFAULT_ARCH = "resnet_arcface_small"
+#: Names that runs of version 0.1 wrote into metrics.json, read as today's (``--arch`` accepts only the latter).
+_OLD_ARCH_NAMES = {"small": "resnet_arcface_small"}
 #: Held-out synthetic identities come from other seeds than training's (disjoint identities, open set):
 #: ``arcface-train`` validates on ``seed + 1000``, ``arcface-verify`` defaults to ``seed + 2000``.
 VAL_SEED_OFFSET, TEST_SEED_OFFSET = 1000, 2000
@@ -71,10 +77,10 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
                         help="synthetic identities (resnet_arcface.synthetic_faces), e.g. 200,20")
     source.add_argument("--data", type=Path, metavar="DIR",
                         help="folder with one sub-folder of images per identity (read with Pillow)")
-    parser.add_argument("--arch", choices=sorted(ARCHS), help="network (default: small)")
+    parser.add_argument("--arch", choices=list_models(), help=f"network (default: {DEFAULT_ARCH})")
     parser.add_argument("--size", type=_positive(int), metavar="PX",
-                        help=f"input side in pixels, a multiple of 16 (default: small {ARCHS['small']}, "
-                             f"resnet_arcface18 128)")
+                        help="input side in pixels, a multiple of 16 (default: "
+                             + ", ".join(f"{name} {size}" for name, size in ARCHS.items()) + ")")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                         help="where to run (default: auto = cuda, then mps, else cpu)")
     parser.add_argument("--threads", type=_positive(int), metavar="N", default=min(os.cpu_count() or 1, 8),
@@ -90,12 +96,17 @@ def device_flag(name: str) -> torch.device:
         raise UsageError(f"--device {name}: not available on this machine; use --device auto or cpu.") from None
 
 
+def saved_arch(name: str) -> str:
+    """The registry name of an architecture recorded in a metrics.json (version 0.1 wrote ``"small"``)."""
+    return _OLD_ARCH_NAMES.get(name, name)
+
+
 def build_model(arch: str, size: int) -> ResNetArcFace:
-    """The network ``arch`` at input side ``size`` (``resnet_arcface18`` is GFPGAN's configuration)."""
+    """The registry's network ``arch`` (``resnet_arcface18`` is GFPGAN's configuration) at input side ``size``."""
+    if arch not in ARCHS:
+        raise UsageError(f"--arch {arch}: unknown network; choose one of {list_models()}.")
     try:
-        if arch == "small":
-            return resnet_arcface_small(input_size=size)
-        return ResNetArcFace("IRBlock", (2, 2, 2, 2), use_se=False, input_size=size)
+        return create_model(arch, input_size=size)
     except ValueError as err:
         raise UsageError(f"--size {size}: {err}") from None
 

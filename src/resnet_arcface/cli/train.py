@@ -30,8 +30,8 @@ from ..learn.losses import LOSSES
 from ..learn.training import fit
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
 from ..models.shipped import AVAILABLE, WEIGHTS_DIR
-from .common import (ARCHS, FILES, VAL_SEED_OFFSET, UsageError, _common_flags, _fail, _finite, _pair, _Parser,
-                     _positive, _write_atomic, build_model, device_flag, pair_counts)
+from .common import (ARCHS, DEFAULT_ARCH, FILES, VAL_SEED_OFFSET, UsageError, _common_flags, _fail, _finite, _pair,
+                     _Parser, _positive, _write_atomic, build_model, device_flag, pair_counts)
 
 
 #: ``arcface-train`` flags that set a :class:`TrainConfig` field of another name; every other field's flag is
@@ -256,7 +256,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     args = _train_parser().parse_args(argv)
     prog = "arcface-train"
     try:
-        args.arch = args.arch or "small"
+        args.arch = args.arch or DEFAULT_ARCH
         args.size = args.size or ARCHS[args.arch]
         config = _train_config(args)
         args.seed = config.seed

@@ -19,8 +19,8 @@ from ..data.folders import read_image_folder
 from ..eval.pairs_protocol import FlipSum, evaluate_pairs, kfold_accuracy, pair_cosines, read_pair_images, read_pairs
 from ..eval.verify import EXACT_MAX_PAIRS, FARS, evaluate, pixel_baseline
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
-from .common import (ARCHS, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail, _Parser, _positive,
-                     build_model, device_flag, pair_counts)
+from .common import (ARCHS, DEFAULT_ARCH, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail, _Parser,
+                     _positive, build_model, device_flag, pair_counts, saved_arch)
 
 
 def _exact_max_images() -> int:
@@ -68,7 +68,7 @@ def _verify_setup(args: argparse.Namespace) -> Tuple[nn.Module, Optional[int]]:
             saved = json.loads(metrics.read_text()).get("config", {})
         except (json.JSONDecodeError, AttributeError):
             saved = {}
-    args.arch = args.arch or saved.get("arch", "small")
+    args.arch = args.arch or saved_arch(saved.get("arch", DEFAULT_ARCH))
     args.size = args.size or saved.get("size") or ARCHS[args.arch]
     model = build_model(args.arch, args.size)
     try:

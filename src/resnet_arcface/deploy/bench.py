@@ -10,8 +10,8 @@ throughput is the practical peak the network's GFLOP/s is compared with (a roofl
 It reports per backend and batch size: milliseconds per batch (median over rounds), images per
 second, speed-up over eager (ratio of medians), GFLOP/s (2 x the multiply-adds counted from the
 layers' shapes, divided by time) and its fraction of the ``torch.mm`` peak; per backend the cold
-start (building, exporting or compiling, and the first call) and the smallest cosine with eager
-float32. It prints a table and writes JSON.
+start (building, exporting or compiling, and the first call), the largest difference from eager
+float32 relative to its largest value (the exactness measure, on faces) and the smallest cosine. It prints a table and writes JSON.
 """
 from __future__ import annotations
 
@@ -26,14 +26,18 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .inference import BACKENDS, available_backends, export_onnx, fold_batchnorm, for_onnx_runtime, onnx_session, optimize
-from ..nn.model import ResNetArcFace, resnet_arcface18, resnet_arcface_small
+from .inference import BACKENDS, available_backends, check_faces, export_for_onnx_runtime, max_error, onnx_session, optimize
+from ..data.transforms import resolve_cfg
+from ..device import model_device
+from ..models.registry import create_model, list_models
 
 __all__ = ["STAGES", "stage_times", "multiply_adds", "machine_info", "matmul_gflops", "run_benchmark", "format_table", "main"]
 
 
-def multiply_adds(model: nn.Module, input_size: int = 128) -> Dict[str, int]:
+def multiply_adds(model: nn.Module, input_size: Optional[int] = None) -> Dict[str, int]:
     """Multiply-adds per image of every convolution and Linear, keyed by module name, from their shapes.
+
+    ``input_size`` defaults to the model's (its ``pretrained_cfg``).
 
     A convolution producing ``C_out x H' x W'`` values from ``C_in / groups x k x k`` inputs each costs
     ``C_out H' W' C_in k^2 / groups``; a Linear ``in x out``. BatchNorm, PReLU, pooling and the residual
@@ -51,9 +55,9 @@ def multiply_adds(model: nn.Module, input_size: int = 128) -> Dict[str, int]:
     was_training = model.training
     try:
         model.eval()
+        size = resolve_cfg(model).input_size if input_size is None else input_size
         with torch.no_grad():
-            device = next(model.parameters()).device
-            model(torch.zeros(1, 1, input_size, input_size, device=device))
+            model(torch.zeros(1, 1, size, size, device=model_device(model)))
     finally:
         for h in handles:
             h.remove()
@@ -182,15 +186,15 @@ def run_benchmark(model: nn.Module, backends: Sequence[str], batch_sizes: Sequen
         log: Where progress lines go.
 
     Returns:
-        A JSON-ready dict: ``machine``, ``config``, ``peak_gflops``, ``backends`` (cold start, cosine)
+        A JSON-ready dict: ``machine``, ``config``, ``peak_gflops``, ``backends`` (cold start, max error, cosine)
         and ``results`` (one row per backend and batch size).
     """
     load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None  # how busy the machine was
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    device = next(model.parameters()).device
-    size = int(getattr(model, "input_size", 128))
+    device = model_device(model)
+    size = resolve_cfg(model).input_size
     macs = sum(multiply_adds(model, size).values())
     names = ["eager"] + [b for b in backends if b != "eager"]
     runners: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -199,9 +203,10 @@ def run_benchmark(model: nn.Module, backends: Sequence[str], batch_sizes: Sequen
         log(f"building {name} ...")
         embedder = optimize(model, name, threads=threads)
         runners[name] = embedder
-        meta[name] = {"cold_start_s": embedder.setup_s, "min_cosine": embedder.min_cosine, "exact": embedder.exact}
+        meta[name] = {"cold_start_s": embedder.setup_s, "min_cosine": embedder.min_cosine,
+                      "max_error": embedder.max_error, "exact": embedder.exact}
     if fc5_int8 and "onnxruntime" in names:
-        runners["onnxruntime+int8 fc5"], meta["onnxruntime+int8 fc5"] = _ort_int8_fc5(model, size, threads)
+        runners["onnxruntime+int8 fc5"], meta["onnxruntime+int8 fc5"] = _ort_int8_fc5(model, threads)
     peak = matmul_gflops(device=device)
     inputs = {n: torch.randn(n, 1, size, size, device=device) for n in batch_sizes}
     times: Dict[tuple, List[float]] = {(r, n): [] for r in runners for n in batch_sizes}
@@ -238,22 +243,22 @@ def run_benchmark(model: nn.Module, backends: Sequence[str], batch_sizes: Sequen
             "peak_gflops": peak_gflops, "peak_gflops_all": peaks, "backends": meta, "results": rows}
 
 
-def _ort_int8_fc5(model: nn.Module, size: int, threads: int):
-    """ONNX Runtime with fc5 dynamically quantised: a runner and its metadata (cosine measured, not exact)."""
+def _ort_int8_fc5(model: nn.Module, threads: int):
+    """ONNX Runtime with fc5 dynamically quantised: a runner and its metadata (measured on faces, not exact)."""
     from .compress import quantize_fc5_onnx
 
     start = time.perf_counter()
-    session = onnx_session(quantize_fc5_onnx(export_onnx(for_onnx_runtime(fold_batchnorm(model).cpu()), size)), threads)
+    session = onnx_session(quantize_fc5_onnx(export_for_onnx_runtime(model)), threads)
     cold = time.perf_counter() - start
-    check = torch.randn(4, 1, size, size)
+    faces = check_faces(model)
     with torch.inference_mode():
-        ref = model(check.to(next(model.parameters()).device)).float().cpu()
-    out = torch.from_numpy(session.run(None, {"faces": check.numpy()})[0])
+        ref = model(faces).float().cpu()
+    out = torch.from_numpy(session.run(None, {"faces": faces.cpu().numpy()})[0])
     cosine = torch.nn.functional.cosine_similarity(out, ref, dim=1).min().item()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {"faces": x.cpu().numpy()})[0])
-    return run, {"cold_start_s": cold, "min_cosine": cosine, "exact": False}
+    return run, {"cold_start_s": cold, "min_cosine": cosine, "max_error": max_error(out, ref), "exact": False}
 
 
 def format_table(report: Dict[str, object]) -> str:
@@ -264,14 +269,16 @@ def format_table(report: Dict[str, object]) -> str:
              f"{m['load_average'][0]:.1f} at start, {m['load_average_end'][0]:.1f} at end.",
              f"Model: {report['config']['multiply_adds_per_image'] / 1e9:.3f} G multiply-adds per image. "
              f"Same-run torch.mm peak: {report['peak_gflops']:.1f} GFLOP/s (median of rounds).", "",
-             "| backend | batch | ms / batch | images/s | × eager | GFLOP/s | of mm peak | cold start s | min cos |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| backend | batch | ms / batch | images/s | × eager | GFLOP/s | of mm peak | cold start s | max error "
+             "| min cos |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["results"]:
         b = meta[r["backend"]]
         cos = "-" if b["min_cosine"] is None else f"{b['min_cosine']:.6f}"
+        err = "-" if b.get("max_error") is None else f"{b['max_error']:.1e}"  # older reports lack it
         lines.append(f"| {r['backend']} | {r['batch']} | {r['ms']:.1f} | {r['images_per_s']:.1f} | "
                      f"{r['speedup']:.2f} | {r['gflops']:.1f} | {r['fraction_of_mm_peak']:.2f} | "
-                     f"{b['cold_start_s']:.1f} | {cos} |")
+                     f"{b['cold_start_s']:.1f} | {err} | {cos} |")
     return "\n".join(lines)
 
 
@@ -283,8 +290,9 @@ def _sync(device: torch.device | str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """The command line: ``python -m resnet_arcface.deploy.bench --help``."""
     parser = argparse.ArgumentParser(prog="python -m resnet_arcface.deploy.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("gfpgan", "small"), default="gfpgan",
-                        help="GFPGAN's configuration (resnet_arcface18) or resnet_arcface_small (default: gfpgan)")
+    parser.add_argument("--model", choices=list_models(), default="resnet_arcface18",
+                        help="the architecture, by its registry name: resnet_arcface18 is GFPGAN's configuration "
+                             "(default: resnet_arcface18)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default: 7)")
     parser.add_argument("--backends", nargs="+", default=None,
@@ -306,8 +314,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh_cache
 
     torch.manual_seed(0)
-    model: ResNetArcFace = (resnet_arcface18() if args.model == "gfpgan" else resnet_arcface_small())
-    model = model.to(args.device).eval()
+    model = create_model(args.model).to(args.device).eval()
     status = available_backends(args.device)
     if args.backends is None:
         args.backends = [b for b in BACKENDS if status[b] is None and (b != "bf16" or args.device == "cuda")]

@@ -7,32 +7,72 @@ output channel) and bias ``a * bias + b``: the same numbers up to float rounding
 over memory fewer.
 
 The trap: a BatchNorm *before* a zero-padded convolution (the ``bn0`` of every ``IRBlock``)
-does not fold. Folding it into the convolution's weights and bias would add the shift ``b``
-everywhere, but the real network shifts the input *before* the convolution pads it with
-zeros, so at the border the padded zeros stay zeros and never receive ``b``. The folded
-network then differs along the one-pixel frame of every map (cosine about 0.997 on a random
-network). :func:`fold_batchnorm` therefore leaves ``bn0`` alone. ``bn4`` before ``fc5`` does
-fold: a Linear has no padding, so every input it reads really was shifted.
+cannot fold into a *per-channel* bias. Folding its shift ``b`` into the convolution's bias would
+add ``b``'s contribution at every output position, but the real network shifts the input *before*
+the convolution pads it with zeros, so at the border the padded zeros stay zeros and never receive
+``b``. That fold differs along the one-pixel frame of every map (cosine about 0.997 on a random
+network). bn0 still folds exactly, in two parts (:func:`fold_bn_conv`):
+
+- its scale ``a`` folds into the convolution's weights, per *input* channel: scaling commutes with
+  zero padding (``a * 0 = 0``), so ``conv(pad(a * x)) = conv_aW(pad(x))`` everywhere;
+- its shift ``b`` becomes a constant *bias map* ``conv(pad(b * 1))``, one value per output channel and
+  position, smaller at the border. It is a constant because the input size is fixed (``fc5`` fixes it):
+  the folded block is exact at that size only.
+
+:func:`fold_batchnorm` folds every conv-then-BN pair, ``bn4`` and ``bn5`` into ``fc5``, and with
+``bn0=True`` every ``bn0`` too (the ``fold`` backends of :func:`resnet_arcface.deploy.inference.optimize`
+do). ``bn4`` before ``fc5`` folds into a per-feature bias: a Linear has no padding, so every input it
+reads really was shifted.
 """
 from __future__ import annotations
 
 import copy
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..nn.blocks import BasicBlock, Bottleneck, IRBlock
 
-__all__ = ["bn_scale_shift", "fold_conv_bn", "fold_linear_bn", "fold_bn_linear", "fold_batchnorm", "FOLDED_PAIRS"]
+__all__ = ["bn_scale_shift", "fold_conv_bn", "fold_linear_bn", "fold_bn_linear", "fold_bn_conv", "fold_batchnorm",
+           "ConvBiasMap", "FOLDED_PAIRS", "PRE_CONV_PAIRS"]
 
-#: The (convolution, BatchNorm-after-it) attribute pairs of each block type that fold exactly.
-#: ``bn0`` is deliberately absent: it comes *before* ``conv1``, which pads with zeros.
+#: The (convolution, BatchNorm-after-it) attribute pairs of each block type: they fold into a per-channel bias.
+#: ``bn0`` is absent: it comes *before* ``conv1``, which pads with zeros (see :data:`PRE_CONV_PAIRS`).
 FOLDED_PAIRS: Dict[type, Tuple[Tuple[str, str], ...]] = {
     IRBlock: (("conv1", "bn1"), ("conv2", "bn2")),
     BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
     Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
 }
+
+
+#: The (BatchNorm, zero-padded convolution after it) pairs: they fold with a bias map (:func:`fold_bn_conv`).
+PRE_CONV_PAIRS: Dict[type, Tuple[Tuple[str, str], ...]] = {IRBlock: (("bn0", "conv1"),)}
+
+
+class ConvBiasMap(nn.Module):
+    """A convolution plus a constant bias map: ``conv(x) + bias_map``, what a folded ``bn0`` leaves.
+
+    ``bias_map`` varies over positions (it is smaller along the border, where the convolution read padded
+    zeros), so it holds for one input size only; another size is refused, not silently wrong.
+
+    Shape:
+        - Input: ``(N, conv.in_channels, H, W)`` at the size the map was made for.
+        - Output: ``(N, conv.out_channels, H', W')``; ``bias_map`` is ``(1, conv.out_channels, H', W')``.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bias_map: torch.Tensor) -> None:
+        super().__init__()
+        self.conv = conv
+        self.register_buffer("bias_map", bias_map)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        if out.shape[-2:] != self.bias_map.shape[-2:]:
+            raise ValueError(f"This folded convolution's bias map is {tuple(self.bias_map.shape[-2:])}: it was folded "
+                             f"for one input size (fc5 fixes it), but gets a {tuple(out.shape[-2:])} map.")
+        return out + self.bias_map
 
 
 def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -130,16 +170,60 @@ def fold_bn_linear(bn: nn.BatchNorm2d, linear: nn.Linear) -> nn.Linear:
     return folded
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_bn_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d, input_hw: Tuple[int, int]) -> ConvBiasMap:
+    """Fold an eval-mode BatchNorm that comes BEFORE a zero-padded convolution (``bn0`` before ``conv1``).
+
+    ``conv(bn(x)) == folded(x)`` for every ``x`` of spatial size ``input_hw`` (up to float rounding): the
+    scale multiplies the weights per *input* channel (exact, since ``scale * 0 = 0`` at the padding), and the
+    shift becomes the bias map ``conv(pad(shift * ones))`` without the convolution's own bias (computed in
+    float64, rounded once). Neither argument is modified.
+
+    Args:
+        bn: The BatchNorm applied to the convolution's input, with running statistics.
+        conv: The convolution (zero padding, ``groups=1``; with or without a bias).
+        input_hw: ``(H, W)`` of the convolution's input; the fold is exact at this size only.
+
+    Returns:
+        A :class:`ConvBiasMap` on the convolution's device and dtype.
+
+    Shape:
+        - Input: ``(N, conv.in_channels, H, W)`` with ``(H, W) == input_hw``
+        - Output: ``(N, conv.out_channels, H', W')``, as ``conv(bn(x))``.
+    """
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+        raise ValueError(f"fold_bn_conv expects (nn.BatchNorm2d, nn.Conv2d), got ({type(bn).__name__}, "
+                         f"{type(conv).__name__}).")
+    if bn.num_features != conv.in_channels or conv.groups != 1 or conv.padding_mode != "zeros":
+        raise ValueError(f"fold_bn_conv folds a BatchNorm into the zero-padded, ungrouped convolution that reads its "
+                         f"output: BatchNorm channels {bn.num_features}, convolution in_channels {conv.in_channels}, "
+                         f"groups {conv.groups}, padding_mode {conv.padding_mode!r}.")
+    scale, shift = bn_scale_shift(bn)
+    weight = conv.weight.detach().double()
+    constant = shift.view(1, -1, 1, 1).expand(1, conv.in_channels, *input_hw)  # the shift everywhere, before padding
+    bias_map = F.conv2d(constant, weight, None, conv.stride, conv.padding, conv.dilation)  # (1, C_out, H', W')
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                       padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
+                       device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        folded.weight.copy_(weight * scale.view(1, -1, 1, 1))  # scale each INPUT channel
+        if conv.bias is not None:
+            folded.bias.copy_(conv.bias.detach())
+    return ConvBiasMap(folded, bias_map.to(conv.weight.dtype))
+
+
+def fold_batchnorm(model: nn.Module, bn0: bool = False) -> nn.Module:
     """A copy of an eval-mode ResNetArcFace with every exactly-foldable BatchNorm folded away.
 
     Folds ``conv1``/``bn1`` of the stem, each block's conv-then-BN pairs (:data:`FOLDED_PAIRS`)
     and ``downsample``'s 1x1 conv and BN, then ``bn4`` and ``bn5`` into ``fc5``. A folded
     BatchNorm becomes ``nn.Identity()``, so attribute names and ``forward`` stay the same.
-    Every ``bn0`` is left as it is (see the module docstring: it precedes a zero-padded conv).
+    With ``bn0=True`` every ``bn0`` folds too, into its ``conv1`` plus a bias map (:func:`fold_bn_conv`);
+    the folded network then takes only the input size ``model.input_size`` (which ``fc5`` requires anyway).
 
     Args:
         model: A :class:`~resnet_arcface.ResNetArcFace` (any block type) in eval mode. It is not modified.
+        bn0: Also fold the BatchNorms that precede a zero-padded convolution (default: leave them, the
+            per-channel folds only).
 
     Returns:
         The folded copy, in eval mode. It is for inference only: its BatchNorms no longer exist to train.
@@ -148,6 +232,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         raise ValueError("fold_batchnorm needs a model in eval mode (call model.eval() first): folding uses the "
                          "running statistics, which is what eval mode computes; train mode uses batch statistics.")
     folded = copy.deepcopy(model)
+    input_hw = _pre_conv_input_sizes(folded) if bn0 else {}
     for module in folded.modules():
         for conv_name, bn_name in FOLDED_PAIRS.get(type(module), ()):
             _fold_attr(module, conv_name, bn_name)
@@ -156,6 +241,12 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 and isinstance(downsample[0], nn.Conv2d) and isinstance(downsample[1], nn.BatchNorm2d):
             downsample[0] = fold_conv_bn(downsample[0], downsample[1])
             downsample[1] = nn.Identity()
+        for bn_name, conv_name in PRE_CONV_PAIRS.get(type(module), ()) if bn0 else ():
+            bn, conv = getattr(module, bn_name), getattr(module, conv_name)
+            if isinstance(bn, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d):
+                # conv is already folded with the BN after it: bn1(conv1(bn0(x))) = folded1(bn0(x)).
+                setattr(module, conv_name, fold_bn_conv(bn, conv, input_hw[id(bn)]))
+                setattr(module, bn_name, nn.Identity())
     # The stem and the head live on the model itself.
     _fold_attr(folded, "conv1", "bn1")
     if isinstance(getattr(folded, "fc5", None), nn.Linear):
@@ -174,3 +265,25 @@ def _fold_attr(module: nn.Module, conv_name: str, bn_name: str) -> None:
     if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
         setattr(module, conv_name, fold_conv_bn(conv, bn))
         setattr(module, bn_name, nn.Identity())
+
+
+def _pre_conv_input_sizes(model: nn.Module) -> Dict[int, Tuple[int, int]]:
+    """``id(bn) -> (H, W)`` of the input of every BatchNorm in :data:`PRE_CONV_PAIRS`, traced with one zero
+    image of the model's input size (the only size the network takes)."""
+    from ..data.transforms import resolve_cfg
+    from ..device import model_device
+
+    sizes: Dict[int, Tuple[int, int]] = {}
+    hooks: List[torch.utils.hooks.RemovableHandle] = []
+    for module in model.modules():
+        for bn_name, _ in PRE_CONV_PAIRS.get(type(module), ()):
+            bn = getattr(module, bn_name)
+            hooks.append(bn.register_forward_pre_hook(
+                lambda m, inputs: sizes.__setitem__(id(m), tuple(inputs[0].shape[-2:]))))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *resolve_cfg(model).shape, device=model_device(model)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sizes

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.transforms import preprocess
+from ..data.transforms import transform_for
+from ..device import model_device
 
 #: False accept rates at which :func:`evaluate` reports the true accept rate.
 FARS = (1e-2, 1e-3)
@@ -50,21 +51,24 @@ def require_finite(values: torch.Tensor, what: str) -> None:
 
 
 @torch.no_grad()
-def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised embeddings of ``images``, computed in eval mode without a graph, on the model's device.
+def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 256, normalize: bool = True) -> torch.Tensor:
+    """Embeddings of ``images``, computed in eval mode without a graph, on the model's device.
 
-    The images are fed through :func:`resnet_arcface.preprocess` (gray, resized to ``model.input_size``,
-    default 128, mapped to [-1, 1]), so they are given as a data set holds them. The rows come back at
-    unit norm because verification compares directions only (the cosine); call the model yourself for the
-    raw embeddings (GFPGAN's identity loss uses those). The model's train/eval mode is restored afterwards.
+    The images are fed through the model's transform (:func:`resnet_arcface.transform_for`: gray, resized
+    to ``model.input_size``, mapped to [-1, 1], as :func:`resnet_arcface.preprocess` does), so they are given
+    as a data set holds them. By default the rows come back at unit L2 norm, because verification compares
+    directions only (the cosine); ``normalize=False`` returns the embeddings as the network computes them,
+    ``model(transform(images))`` (GFPGAN's identity loss uses those). The model's train/eval mode is
+    restored afterwards.
 
     Args:
         model: The embedding network.
         images: Images in [0, 1], RGB or gray, any size.
         batch_size: Images per forward pass (memory, not results, depends on it).
+        normalize: Return unit-norm rows (default), or the raw embeddings.
 
     Returns:
-        float32 embeddings on the CPU, each row of unit L2 norm.
+        float32 embeddings on the CPU.
 
     Shape:
         - images: ``(N, C, H, W)``, ``C`` in {1, 3}
@@ -72,17 +76,16 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torc
     """
     if batch_size < 1:
         raise ValueError(f"embed: batch_size must be a positive int, got {batch_size}.")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    size = getattr(model, "input_size", 128)
+    device, transform = model_device(model), transform_for(model)
     was_training = model.training
     model.eval()
     try:
-        out = [model(preprocess(images[i:i + batch_size].to(device), size=size)).float().cpu()
+        out = [model(transform(images[i:i + batch_size].to(device))).float().cpu()
                for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
-    return F.normalize(torch.cat(out), dim=1)
+    out = torch.cat(out)
+    return F.normalize(out, dim=1) if normalize else out
 
 
 def pair_scores(embeddings: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

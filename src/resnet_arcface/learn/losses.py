@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.transforms import preprocess
+from ..data.transforms import preprocess, resolve_cfg
 
 #: The losses :class:`MarginHead` knows, with their InsightFace defaults ``(s, m)``.
 #: ``softmax`` is the ArcFace paper's baseline: an ordinary linear classifier, no normalisation, no margin.
@@ -230,7 +230,7 @@ def identity_loss(model: nn.Module, output: torch.Tensor, target: torch.Tensor, 
     if output.shape != target.shape:
         raise ValueError(f"identity_loss: output and target must have the same shape, got {tuple(output.shape)} "
                          f"and {tuple(target.shape)}.")
-    size = getattr(model, "input_size", 128)
+    size = resolve_cfg(model).input_size
     with torch.no_grad():
         target_embedding = model(preprocess(target, value_range=(-1.0, 1.0), size=size))
     output_embedding = model(preprocess(output, value_range=(-1.0, 1.0), size=size))

@@ -18,8 +18,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default
 
 from .._optional import require
 from ..data.augment import AUGMENTATIONS
-from ..data.transforms import preprocess
-from ..device import pick_device
+from ..data.transforms import preprocess, resolve_cfg
+from ..device import resolve_device
 from ..eval.verify import evaluate
 from .config import MAX_FREEZE_STAGES, OPTIMIZERS, TrainConfig
 from .losses import MarginHead
@@ -314,8 +314,7 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
         raise ValueError(f"fit: need at least 2 images (BatchNorm needs two samples in train mode), got "
                          f"{len(dataset)}.")  # type: ignore[arg-type]
     config = config.resolved(len(classes))
-    # pick_device checks availability of the names it knows; "cuda:1" and torch.device objects pass as given.
-    device = pick_device(device) if device in ("auto", "cpu", "cuda", "mps") else torch.device(device)
+    device = resolve_device(device)  # checks the names it knows; "cuda:1" and torch.device objects pass as given
     if head is None:
         torch.manual_seed(config.seed)
         head = MarginHead(getattr(model, "embedding_dim", 512), len(classes), loss=config.loss, s=config.s,
@@ -405,7 +404,7 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
     eval mode, so their BatchNorm statistics do not move.
     """
     cuda = device.type == "cuda"
-    size = getattr(model, "input_size", 128)
+    size = resolve_cfg(model).input_size
     # bfloat16 keeps float32's exponent range, so unlike float16 it needs no loss scaling.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     model.train(not head_only)

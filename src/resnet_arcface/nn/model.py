@@ -1,5 +1,6 @@
 """ResNetArcFace: the 512-d face-embedding network GFPGAN uses for its identity loss."""
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Type, Union
 
@@ -20,6 +21,41 @@ EMBEDDING_DIM = 512
 WIDTHS = (64, 128, 256, 512)
 #: The stem's max-pool and three stride-2 stages divide the side by 16 before ``fc5``.
 DOWNSAMPLING = 16
+#: ITU-R BT.601 luma weights, as GFPGAN's ``gray_resize_for_identity`` uses them (they sum to 0.9999, not 1).
+LUMA = (0.2989, 0.5870, 0.1140)
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """What a network expects as input, in timm's manner: every model carries one as ``model.pretrained_cfg``.
+
+    :func:`resnet_arcface.data.transforms.create_transform` turns it into the one function that maps images as
+    a data set holds them (float in [0, 1], gray or RGB, any size) to the network's input. The defaults are
+    GFPGAN's steps: normalise with mean 0.5 and std 0.5 (so [0, 1] becomes [-1, 1]), convert RGB to luma,
+    resize bilinearly (``align_corners=False``) to ``input_size``.
+
+    Attributes:
+        input_size: Side of the square input, in pixels (128 for GFPGAN, 32 for the small network).
+        channels: Channels of the network input: 1, gray.
+        value_range: Range of the network input's values (what the transform produces from [0, 1] images).
+        mean: Subtracted from every channel of a [0, 1] image, before the luma conversion (GFPGAN's order).
+        std: Divides every channel after ``mean`` is subtracted.
+        interpolation: ``torch.nn.functional.interpolate`` mode of the resize (always ``align_corners=False``).
+        luma: Weights of R, G and B in the gray conversion.
+    """
+
+    input_size: int = INPUT_SIZE
+    channels: int = INPUT_CHANNELS
+    value_range: Tuple[float, float] = (-1.0, 1.0)
+    mean: float = 0.5
+    std: float = 0.5
+    interpolation: str = "bilinear"
+    luma: Tuple[float, float, float] = LUMA
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """``(channels, input_size, input_size)``: one network input without its batch dimension."""
+        return (self.channels, self.input_size, self.input_size)
 
 
 def resolve_block(block: Union[str, BlockType]) -> BlockType:
@@ -138,6 +174,8 @@ class ResNetArcFace(nn.Module):
         self.widths, self.input_size, self.embedding_dim = widths, input_size, embedding_dim
         self.inplanes = widths[0]
         self.use_se = use_se
+        #: What the network takes as input; see :class:`PretrainedCfg` (not part of the state_dict).
+        self.pretrained_cfg = PretrainedCfg(input_size=input_size)
 
         # Stem: (N, 1, S, S) -> (N, w0, S/2, S/2); S = 128, w0 = 64 for GFPGAN
         self.conv1 = nn.Conv2d(1, widths[0], kernel_size=3, padding=1, bias=False)
@@ -203,6 +241,11 @@ class ResNetArcFace(nn.Module):
         s, widths = self.input_size, "" if self.widths == WIDTHS else f", widths={self.widths}"
         return (f"block={self.block.__name__}, layers={self.layers}, use_se={self.use_se}{widths}; "
                 f"input (N, 1, {s}, {s}) float in [-1, 1], output (N, {self.embedding_dim})")
+
+
+#: GFPGAN's configuration (``resnet_arcface18``): 25,627,081 parameters, 128x128 gray input, 512-d embedding.
+GFPGAN_CONFIG: Dict[str, Any] = dict(block="IRBlock", layers=(2, 2, 2, 2), use_se=False, widths=WIDTHS,
+                                     input_size=INPUT_SIZE, embedding_dim=EMBEDDING_DIM)
 
 
 def resnet_arcface18(weights: Union[str, Path, None] = None, map_location: Union[str, torch.device] = "cpu") -> ResNetArcFace:

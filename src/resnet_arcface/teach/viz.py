@@ -174,12 +174,14 @@ def draw_architecture(model: Optional[nn.Module] = None) -> Figure:
     """
     from matplotlib.patches import FancyBboxPatch
 
+    from ..data.transforms import resolve_cfg
+    from ..device import model_device
     from ..nn.model import resnet_arcface18
 
     model = model if model is not None else resnet_arcface18()
-    channels, size = model.conv1.in_channels, getattr(model, "input_size", 128)
+    channels, size = model.conv1.in_channels, resolve_cfg(model).input_size
     was_training = model.training
-    device = next(model.parameters()).device
+    device = model_device(model)
     stages = ("layer1", "layer2", "layer3", "layer4")
     measured = dict(shape_trace(model.eval(), torch.zeros(1, channels, size, size, device=device),
                                 ("maxpool",) + stages + ("bn5",)))
