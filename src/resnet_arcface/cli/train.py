@@ -76,8 +76,9 @@ def _train_parser() -> argparse.ArgumentParser:
                         f"--synthetic, the identities (held-out ones use seed + {VAL_SEED_OFFSET}) (default: {d.seed})")
     parser.add_argument("--workers", type=int, metavar="N",
                         help=f"processes reading batches (default: {d.workers}, read in this one)")
-    parser.add_argument("--init", metavar="{synthetic,FILE}",
-                        help="start from trained weights: the shipped ones (synthetic) or a state_dict FILE of the "
+    parser.add_argument("--init", metavar="{" + ",".join(AVAILABLE) + ",FILE}",
+                        help=f"start from trained weights: the shipped ones ({', '.join(AVAILABLE)}) or a state_dict "
+                             "FILE of the "
                              "same --arch and --size; a new head is trained for the new identities. Fine-tuning "
                              "defaults then apply: " + ", ".join(f"{_flag(k)} {v}" for k, v in FINETUNE.items()))
     parser.add_argument("--backbone-lr-scale", type=float, metavar="F",

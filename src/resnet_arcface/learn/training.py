@@ -12,6 +12,7 @@ import time
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
@@ -35,10 +36,18 @@ STAGES: Tuple[Tuple[str, ...], ...] = (("conv1", "bn1", "prelu"), ("layer1",), (
 assert len(STAGES) == MAX_FREEZE_STAGES
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's randomness (batch order, augmentation, dropout): a function of the run's seed
-    and the epoch only, so a resumed run draws what an uninterrupted one would."""
-    return seed * 1_000_003 + epoch
+#: The independent random streams of one epoch (:func:`_epoch_seed`).
+SAMPLER, AUGMENT, DROPOUT = 0, 1, 2
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """The seed of one stream of one epoch's randomness (batch order, augmentation, dropout).
+
+    A function of the run's seed and the epoch only, so a resumed run draws what an uninterrupted one would;
+    hashed by :class:`numpy.random.SeedSequence`, so the streams are unrelated (a permutation and a flip drawn
+    from equal seeds would be correlated) and no two ``(seed, epoch)`` share one.
+    """
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class EpochShuffle(Sampler):
@@ -55,7 +64,7 @@ class EpochShuffle(Sampler):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch, SAMPLER))
         return iter(torch.randperm(self.length, generator=generator).tolist())
 
     def __len__(self) -> int:
@@ -363,8 +372,8 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
 
         augment = AUGMENTATIONS[config.augment]
         for epoch in range(start + 1, config.epochs + 1):
-            generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))  # the augmentation's draws
-            torch.manual_seed(_epoch_seed(config.seed, epoch))  # dropout: the same per epoch, resumed or not
+            generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, AUGMENT))
+            torch.manual_seed(_epoch_seed(config.seed, epoch, DROPOUT))  # the same per epoch, resumed or not
             batches.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
             seen = len(batches) * batches.batch_size
             bar = _progress(seen, f"epoch {epoch}/{config.epochs}", progress)
