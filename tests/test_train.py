@@ -311,7 +311,7 @@ def _bad_inputs(tmp_path: Path):
         (["--synthetic", "4,4", "--seed", "-1"], ["--seed", ">= 0"]),
         (["--synthetic", "4,4", "--init", tmp_path / "nope.pt"], ["--init", "no such file", "synthetic"]),
         (["--synthetic", "4,4", "--init", "imagenet"], ["--init imagenet", "not a shipped weights name"]),
-        (["--synthetic", "4,4", "--init", big], ["--init", "does not fit the small network at 32 px"]),
+        (["--synthetic", "4,4", "--init", big], ["--init", "does not fit the resnet_arcface_small network at 32 px"]),
         (["--synthetic", "4,4", "--init", junk], ["--init", str(junk)]),
         (["--synthetic", "4,4", "--init", "synthetic", "--arch", "resnet_arcface18"], ["--init", "does not fit"]),
         (["--synthetic", "4,4", "--init", "synthetic", "--epochs", "1"], ["--head-warmup-epochs 1", "--init default"]),
