@@ -29,11 +29,6 @@ _OLD_ARCH_NAMES = {"small": "resnet_arcface_small"}
 #: ``arcface-train`` validates on ``seed + 1000``, ``arcface-verify`` defaults to ``seed + 2000``.
 VAL_SEED_OFFSET, TEST_SEED_OFFSET = 1000, 2000
 FILES = ("checkpoint.pt", "weights.pt", "metrics.json")
-#: The command's default scale s for ArcFace and CosFace. With 200 synthetic identities, 8 epochs of the small
-#: network reach held-out TAR 0.43 at FAR 1e-3 with s = 16 (ArcFace, m = 0.5), while at InsightFace's s = 64
-#: ArcFace stays near chance (0.01 after 4 epochs, like raw pixels): too large a scale saturates the softmax
-#: for few classes (AdaCos [Zhang et al. 2019] puts the right scale near sqrt(2) ln(C - 1), about 7.5 for 200).
-CLI_SCALE = 16.0
 
 
 class UsageError(Exception):
