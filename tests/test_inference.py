@@ -177,7 +177,7 @@ def test_fold_batchnorm_bn0_leaves_no_batchnorm_and_is_exact(trained_model):
     with torch.no_grad():
         reference = trained_model(x)
         exact(folded(x), reference)
-        assert max_error(folded(x), reference) < 2e-6  # measured: 6e-7 on the shipped weights (float rounding)
+        assert max_error(folded(x), reference) < 5e-6  # measured: 6e-7 here (float rounding); eps dropped: 9e-4
 
 
 def test_fold_batchnorm_bn0_on_gfpgan_is_exact():
