@@ -17,6 +17,7 @@ The methods of one size run one after the other, so load from elsewhere hits the
 ratios within a size. The JSON has every sample, the machine, and the load average before and after.
 
     python benchmarks/verification.py --threads 1 --json benchmarks/results/verification_cpu.json
+    python benchmarks/verification.py --device cuda --sizes 20000 50000 200000   # on a GPU: memory is the GPU's
 """
 import argparse
 import json
@@ -44,7 +45,7 @@ def _embeddings(n: int, dim: int):
     return F.normalize(centres[labels] + noise * torch.randn(n, dim, generator=g), dim=1), labels
 
 
-def child(method: str, n: int, dim: int, threads: int) -> Dict[str, Any]:
+def child(method: str, n: int, dim: int, threads: int, device: str) -> Dict[str, Any]:
     """Run one method once in this (fresh) process; its time, peak memory and results."""
     import torch
 
@@ -53,7 +54,15 @@ def child(method: str, n: int, dim: int, threads: int) -> Dict[str, Any]:
 
     torch.set_num_threads(threads)
     e, labels = _embeddings(n, dim)
-    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # high-water mark so far (KB on Linux)
+    e = e.to(device)
+    cuda = e.is_cuda
+    if cuda:  # warm up cuBLAS and the histogram kernel, so their set-up is not timed
+        pair_histogram(e[:64], labels[:64])
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before_kb = torch.cuda.memory_allocated() / 1024
+    else:
+        before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # high-water mark so far (KB on Linux)
     out: Dict[str, Any] = {}
     start = time.perf_counter()
     if method == "blocked":
@@ -69,10 +78,15 @@ def child(method: str, n: int, dim: int, threads: int) -> Dict[str, Any]:
         for r0 in timed:
             e[r0:r0 + rows] @ e.t()
         out["sampled_rows"] = min(len(timed) * rows, n)
+    if cuda:
+        torch.cuda.synchronize()
     out["seconds"] = time.perf_counter() - start
     if method == "product":
         out["seconds"] *= n / out["sampled_rows"]
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if cuda:  # GPU memory: torch's allocator is the whole story there
+        peak_kb = torch.cuda.max_memory_allocated() / 1024
+    else:
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out.update(peak_mb=peak_kb / 1024, added_mb=(peak_kb - before_kb) / 1024)
     if method == "blocked":
         out["bounds"] = histogram.error_bounds()
@@ -90,13 +104,17 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=5000, metavar="N",
                         help="largest N for the exact path (about 75 bytes a pair: 0.9 GB at 5,000, 3.7 GB at 10,000)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: then memory is the GPU's (torch's allocator) "
+                        "and the exact path is left out (it sorts on the CPU)")
     parser.add_argument("--json", metavar="FILE", help="write every measurement here")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "N", "D"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         method, n, dim = args.child[0], int(args.child[1]), int(args.child[2])
-        print(json.dumps(child(method, n, dim, args.threads)))
+        print(json.dumps(child(method, n, dim, args.threads, args.device)))
         return
+    if args.device != "cpu":
+        args.exact_max = 0
 
     import torch
 
@@ -112,8 +130,9 @@ def main() -> None:
             for method in METHODS:
                 if method == "exact" and n > args.exact_max:
                     continue
-                done = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child", method,
-                                       str(n), str(dim)], env=env, capture_output=True, text=True, check=True)
+                done = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--device",
+                                       args.device, "--child", method, str(n), str(dim)],
+                                      env=env, capture_output=True, text=True, check=True)
                 row[method] = json.loads(done.stdout)
             runs.append(row)
             b, x, p = row["blocked"], row.get("exact"), row["product"]
@@ -126,7 +145,7 @@ def main() -> None:
             print(f"| {n:,} | {dim} | {row['pairs']:,} | {b['seconds']:.2f} | "
                   f"{x['seconds'] if x else float('nan'):.2f} | {p['seconds']:.2f} | {b['seconds'] / p['seconds']:.2f} | "
                   f"{b['added_mb']:.0f} ({b['peak_mb']:.0f}) | {x['added_mb'] if x else float('nan'):.0f} | {diff} | {bound} |", flush=True)
-    machine = {"nproc": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+    machine = {"nproc": os.cpu_count(), "torch": torch.__version__, "device": args.device, "python": platform.python_version(),
                "processor": platform.processor() or platform.machine(), "threads": args.threads,
                "load_before": load_before, "load_after": _load(), "seconds": time.perf_counter() - start,
                "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}

@@ -4,9 +4,11 @@
 ``N (N - 1) / 2`` index pairs, about 3 GB at N = 10,000 and 60 GB at N = 50,000. Here the Gram matrix is
 computed a block of rows at a time, only its upper triangle (each unordered pair once), and each block's
 scores are counted into two fixed histograms over [-1, 1], one for genuine pairs (same identity) and one
-for impostor pairs, before the next block is computed. Memory is the embeddings, one block (16 M scores,
-64 MB) and the two histograms (65,536 bins, 1 MB); time is half an ``N x N`` matrix product plus one pass
-that bins each score.
+for impostor pairs, before the next block is computed. Memory is the embeddings (and a sorted copy), one
+block (16 M scores, 64 MB) and the two histograms (65,536 bins, 1 MB); time is half an ``N x N`` matrix
+product plus one pass that bins each score. Measured on one CPU thread (``benchmarks/verification.md``):
+N = 50,000 in a 467 MB process (128-d) where the exact ROC would need about 91 GB, in 1.2 to 1.5 times the
+time of the bare ``N x N`` product.
 
 What the histogram keeps, and what it loses:
 
@@ -23,9 +25,9 @@ What the histogram keeps, and what it loses:
   - the AUC: pairs of a genuine and an impostor score in the same bin count half, as a tie would, so it is
     within half the share of such (genuine, impostor) pairs of the exact value.
 
-With 65,536 bins (width 3.1e-5) these bounds are far below the sampling error of any data set that needs
-the histogram: at N = 20,000 random 512-d embeddings in 2,000 identities they are about 1e-4 (TAR) and 1e-6
-(AUC).
+With 65,536 bins (width 3.1e-5) these bounds stay below the sampling error of the data sets that need the
+histogram: at N = 50,000 embeddings of 5,000 identities (AUC 0.984, TAR 0.47 at FAR 1e-3) they were 2.7e-4
+for that TAR (a quarter of its binomial standard error, 1.1e-3) and 1e-5 for the AUC.
 """
 from dataclasses import dataclass
 from typing import Dict, Tuple
