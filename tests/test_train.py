@@ -17,22 +17,13 @@ from resnet_arcface.cli.train import train_main
 from resnet_arcface.cli.verify import verify_main
 from resnet_arcface.learn.config import FINETUNE, TrainConfig, adacos_scale
 from resnet_arcface.learn.training import fit
+from cli_run import run_main
 from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--threads", "1", "--device", "cpu", "--no-progress"]
 
 
-def _run(main, argv, capsys):
-    """``(exit status, stdout, stderr)`` of a command's main, whether it returns or exits."""
-    threads = torch.get_num_threads()
-    try:
-        status = main([str(a) for a in argv])
-    except SystemExit as exc:
-        status = exc.code
-    finally:
-        torch.set_num_threads(threads)  # a command sets the process's thread count (--threads): put it back
-    out, err = capsys.readouterr()
-    return status, out, err
+_run = run_main
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from torch import nn
 from .. import __version__
 from ..data.folders import read_image_folder
 from ..data.augment import AUGMENTATIONS
-from ..eval.verify import evaluate_embeddings
+from ..eval.verify import pixel_baseline
 from ..learn.config import FINETUNE, MAX_FREEZE_STAGES, NOT_COMPARED, OPTIMIZERS, TrainConfig
 from ..learn.losses import LOSSES
 from ..learn.training import fit
@@ -291,7 +291,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         "train_identities": int(len(torch.unique(train[1]))),
         "val_images": 0 if val is None else len(val[0]),
         "val_identities": 0 if val is None else int(len(torch.unique(val[1]))),
-        "pixel_baseline": None if val is None else evaluate_embeddings(val[0].flatten(1), val[1]),
+        "pixel_baseline": None if val is None else pixel_baseline(*val),
     }
 
     def save(snapshot: Dict[str, Any]) -> None:
