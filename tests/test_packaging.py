@@ -6,6 +6,7 @@ library comes with an extra of ``pyproject.toml``, and a missing one is named wi
 resolved to (what CI installs with). And the repository stands alone: no file points outside it.
 """
 import ast
+import functools
 import os
 import re
 import shutil
@@ -19,12 +20,18 @@ import pytest
 import resnet_arcface
 from resnet_arcface._optional import DISTRIBUTIONS
 
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
 ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(resnet_arcface.__file__).resolve().parents[1]  # the src/ this test imports (the code under test)
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-PROJECT = PYPROJECT["project"]
+
+
+@functools.lru_cache(maxsize=None)
+def project() -> dict:
+    """``pyproject.toml``'s ``[project]`` table (the tests that read it skip before Python 3.11 without tomli)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 #: Every library outside the core's torch and numpy that some module of the package (or its dependencies)
 #: could reach for. The core must run with all of them missing.
@@ -137,14 +144,14 @@ def requirement_lines(path: Path) -> list:
 def extra(name: str) -> set:
     """The distributions an extra brings, with the package's own extras (``resnet-arcface[data]``) expanded."""
     names = set()
-    for requirement in PROJECT["optional-dependencies"][name]:
+    for requirement in project()["optional-dependencies"][name]:
         own = re.fullmatch(r"resnet-arcface\[([a-z,]+)\]", requirement)
         names |= set().union(*(extra(e) for e in own.group(1).split(","))) if own else {requirement_name(requirement)}
     return names
 
 
 def test_the_core_depends_on_torch_and_numpy_only():
-    assert sorted(requirement_name(r) for r in PROJECT["dependencies"]) == ["numpy", "torch"]
+    assert sorted(requirement_name(r) for r in project()["dependencies"]) == ["numpy", "torch"]
 
 
 def test_requirements_install_every_extra():
@@ -190,7 +197,7 @@ def test_console_scripts_resolve():
     """Every command in [project.scripts] points at a callable that exists."""
     import importlib
 
-    for command, target in PROJECT["scripts"].items():
+    for command, target in project()["scripts"].items():
         module, _, attribute = target.partition(":")
         assert callable(getattr(importlib.import_module(module), attribute, None)), f"{command} -> {target}"
 
@@ -224,4 +231,4 @@ def test_citation_file_is_valid_cff():
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
     assert cff["cff-version"] == "1.2.0"
     assert {"message", "title", "authors"} <= set(cff) and cff["authors"]
-    assert cff["license"] == PROJECT["license"] and cff["version"] == PROJECT["version"]
+    assert cff["license"] == project()["license"] and cff["version"] == project()["version"]
