@@ -10,9 +10,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..data.folders import read_image_folder
+from ..data.folders import LabelledSubset
+from ..data.packed import open_faces
 from ..data.augment import AUGMENTATIONS
 from ..eval.verify import evaluate_embeddings
 from ..learn.config import FINETUNE, MAX_FREEZE_STAGES, NOT_COMPARED, OPTIMIZERS, TrainConfig
@@ -129,8 +131,17 @@ def _run_config(args: argparse.Namespace, config: TrainConfig) -> Dict[str, Any]
     return {"arch": args.arch, "size": args.size, "data": data, "init": args.init, **config.to_dict()}
 
 
-def _train_data(args: argparse.Namespace) -> Tuple[Tuple[torch.Tensor, torch.Tensor], Optional[Tuple[torch.Tensor, torch.Tensor]], str]:
-    """``(train, val or None, description)``; identities of val are never in train (open set)."""
+#: With ``--data``, held-out identities are verified after every epoch from memory (float32, all pairs): whole
+#: identities are held out until their images reach this many, so that memory does not grow with the folder.
+MAX_VAL_IMAGES = 5000
+
+
+def _train_data(args: argparse.Namespace, workers: int = 0) -> Tuple[Tuple[Any, Optional[torch.Tensor]], Optional[Tuple[torch.Tensor, torch.Tensor]], str]:
+    """``(train, val or None, description)``; identities of val are never in train (open set).
+
+    ``train`` is ``(images, labels)`` tensors for ``--synthetic``, and ``(Dataset, None)`` for ``--data`` (a
+    folder of photographs decoded as batches are drawn, or a packed folder: :func:`~resnet_arcface.data.packed.open_faces`).
+    """
     if args.synthetic:
         from ..data.synthetic import synthetic_faces
 
@@ -139,17 +150,24 @@ def _train_data(args: argparse.Namespace) -> Tuple[Tuple[torch.Tensor, torch.Ten
         val = synthetic_faces(vids, vper, size=args.size, seed=args.seed + VAL_SEED_OFFSET)
         return train, val, (f"{ids} synthetic identities x {per} images (seed {args.seed}); held out: {vids} x "
                             f"{vper} (seed {args.seed + VAL_SEED_OFFSET})")
-    images, labels, names = read_image_folder(args.data, args.size)
+    faces = open_faces(args.data, args.size)
+    labels, names = faces.labels, faces.names
+    whole = f"{len(faces)} images of {len(names)} identities in {args.data}; no held-out set"
     n_val = int(round(args.val_fraction * len(names)))
     if n_val < 2 or len(names) - n_val < 2:  # verification needs two identities, training too
-        return (images, labels), None, f"{len(images)} images of {len(names)} identities in {args.data}; no held-out set"
+        return (faces, None), None, whole
     held = torch.randperm(len(names), generator=torch.Generator().manual_seed(args.seed))[:n_val]
-    is_val = torch.isin(labels, held)
+    counts = torch.bincount(labels, minlength=len(names))[held]
+    n_val = max(2, int((counts.cumsum(0) <= MAX_VAL_IMAGES).sum()))  # whole identities, up to the cap
+    is_val = torch.isin(labels, held[:n_val])
     if not pair_counts(labels[is_val])[0]:  # every held-out identity has one image: nothing to verify
-        return (images, labels), None, f"{len(images)} images of {len(names)} identities in {args.data}; no held-out set"
-    return ((images[~is_val], labels[~is_val]), (images[is_val], labels[is_val]),
-            f"{int((~is_val).sum())} images of {len(names) - n_val} identities in {args.data}; held out: "
-            f"{int(is_val.sum())} images of {n_val} identities")
+        return (faces, None), None, whole
+    train = LabelledSubset(faces, torch.nonzero(~is_val)[:, 0])
+    val_items = LabelledSubset(faces, torch.nonzero(is_val)[:, 0])
+    images = torch.cat([x for x, _ in DataLoader(val_items, batch_size=256, num_workers=workers)])
+    return ((train, None), (images.float() / 255, val_items.labels),
+            f"{len(train)} images of {len(names) - n_val} identities in {args.data}; held out: "
+            f"{len(val_items)} images of {n_val} identities")
 
 
 def _resume_state(out: Path, run: Dict[str, Any], warm_restart: bool) -> Dict[str, Any]:
@@ -261,8 +279,9 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         model = build_model(args.arch, args.size)
         if args.init is not None:
             _init_weights(model, args.init, args.arch, args.size)
-        train, val, described = _train_data(args)
-        config = config.resolved(int(len(torch.unique(train[1]))))
+        train, val, described = _train_data(args, config.workers)
+        train_labels = train[1] if train[1] is not None else train[0].labels
+        config = config.resolved(int(len(torch.unique(train_labels))))
         run = _run_config(args, config)
         state = _resume_state(out, run, args.warm_restart) if args.resume else None
     except (UsageError, ValueError) as err:
@@ -276,8 +295,8 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     metrics: Dict[str, Any] = {
         "command": "arcface-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
         "config": run, "device": str(device), "threads": args.threads, "torch": torch.__version__,
-        "resnet_arcface": __version__, "train_images": len(train[0]),
-        "train_identities": int(len(torch.unique(train[1]))),
+        "resnet_arcface": __version__, "train_images": len(train_labels),
+        "train_identities": int(len(torch.unique(train_labels))),
         "val_images": 0 if val is None else len(val[0]),
         "val_identities": 0 if val is None else int(len(torch.unique(val[1]))),
         "pixel_baseline": None if val is None else evaluate_embeddings(val[0].flatten(1), val[1]),

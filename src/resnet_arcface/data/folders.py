@@ -9,11 +9,11 @@ data set, by the packed format (:mod:`resnet_arcface.data.packed`) and by :func:
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from .transforms import preprocess
 
@@ -231,3 +231,16 @@ def _rgb01(img: Any) -> np.ndarray:
     if img.mode == "F":
         raise ValueError("32-bit float images have no defined range; save them as 8- or 16-bit")
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255
+
+
+class LabelledSubset(Subset):
+    """The items ``indices`` of a data set with a ``labels`` attribute, with their ``labels`` (what
+    :func:`~resnet_arcface.fit` needs), e.g. the training identities of a folder whose others are held out.
+
+    Shape:
+        - labels: ``(len(indices),)`` int64
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        super().__init__(dataset, indices)
+        self.labels = dataset.labels[torch.as_tensor(indices, dtype=torch.int64)]  # type: ignore[attr-defined]
