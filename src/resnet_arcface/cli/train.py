@@ -1,5 +1,6 @@
 """``arcface-train``: train an embedding network with a margin loss."""
 import argparse
+import builtins
 import dataclasses
 import json
 import shlex
@@ -13,11 +14,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..data.folders import LabelledSubset
+from ..data.folders import LabelledSubset, UnreadableImageError
 from ..data.packed import open_faces
 from ..data.augment import AUGMENTATIONS
 from ..eval.verify import evaluate_embeddings
 from ..learn.config import FINETUNE, MAX_FREEZE_STAGES, NOT_COMPARED, OPTIMIZERS, TrainConfig
+from ..learn import distributed
 from ..learn.losses import LOSSES
 from ..learn.training import fit
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
@@ -92,6 +94,9 @@ def _train_parser() -> argparse.ArgumentParser:
                         help="with --resume and a new --epochs: keep the weights and optimizer state, and run a new "
                              "learning-rate warm-up and cosine over the remaining epochs (without it, changing "
                              "--epochs of a run is refused: its schedule would jump)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm), not "
+                             "each process's share")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     return parser
 
@@ -273,12 +278,16 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
             _check_out(out)
         else:
             _check_writable(out)
-        device = device_flag(args.device)
+        # Under torchrun: join the other processes (each takes cuda:LOCAL_RANK); alone: the device as asked.
+        device = distributed.init(device_flag(args.device))
+        distributed.local_batch_size(config.batch_size)  # the global batch must split evenly over the processes
         torch.set_num_threads(args.threads)
         torch.manual_seed(config.seed)
         model = build_model(args.arch, args.size)
         if args.init is not None:
             _init_weights(model, args.init, args.arch, args.size)
+        if args.sync_bn:
+            model = distributed.sync_batchnorm(model, device)
         train, val, described = _train_data(args, config.workers)
         train_labels = train[1] if train[1] is not None else train[0].labels
         config = config.resolved(int(len(torch.unique(train_labels))))
@@ -286,6 +295,8 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         state = _resume_state(out, run, args.warm_restart) if args.resume else None
     except (UsageError, ValueError) as err:
         return _fail(prog, str(err))
+    # Rank 0 alone prints and writes files (fit calls `save` on rank 0 only); the others train silently.
+    print = builtins.print if distributed.is_main() else _silent  # noqa: A001
 
     scale = "" if config.loss == "softmax" else f" (s {config.s:.3g}, m {config.m:g})"
     print(f"{prog}: {args.arch} network at {args.size} px ({sum(p.numel() for p in model.parameters()):,} "
@@ -299,7 +310,9 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         "train_identities": int(len(torch.unique(train_labels))),
         "val_images": 0 if val is None else len(val[0]),
         "val_identities": 0 if val is None else int(len(torch.unique(val[1]))),
-        "pixel_baseline": None if val is None else evaluate_embeddings(val[0].flatten(1), val[1]),
+        "pixel_baseline": None if val is None or not distributed.is_main() else evaluate_embeddings(val[0].flatten(1),
+                                                                                                    val[1]),
+        "processes": distributed.world_size(), "sync_bn": args.sync_bn,
     }
 
     def save(snapshot: Dict[str, Any]) -> None:
@@ -317,13 +330,18 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
             warm_restart=args.warm_restart, on_epoch_end=save)
     except KeyboardInterrupt:
         return _fail(prog, f"interrupted; {out} holds the last finished epoch, --resume continues it", 130)
-    except FloatingPointError as err:
+    except (FloatingPointError, UnreadableImageError) as err:  # found during training: some epochs may be saved
         return _fail(prog, str(err), 1)
     if metrics["pixel_baseline"] is not None:
         b = metrics["pixel_baseline"]
         print(f"raw-pixel baseline on the held-out set: AUC {b['auc']:.3f}  TAR@FAR=1e-3 {b['tar_at_far'][1e-3]:.3f}")
     print(f"wrote {out / 'weights.pt'} and {out / 'metrics.json'}")
+    distributed.shutdown()
     return 0
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``print`` on the processes other than rank 0."""
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from ..data.augment import AUGMENTATIONS
 from ..data.transforms import preprocess
 from ..device import pick_device
 from ..eval.verify import evaluate
+from . import distributed
 from .config import MAX_FREEZE_STAGES, OPTIMIZERS, TrainConfig
 from .losses import MarginHead
 
@@ -68,6 +69,8 @@ def make_sampler(dataset: Dataset, seed: int) -> Sampler:
     drop_last=True)`` here instead. Whatever it returns must have ``set_epoch(epoch)``, which :func:`fit`
     calls before every epoch.
     """
+    if distributed.world_size() > 1:  # under torchrun: this process's share of the same shuffled order
+        return distributed.sampler(dataset, seed)
     return EpochShuffle(len(dataset), seed)  # type: ignore[arg-type]
 
 
@@ -326,7 +329,9 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
     head.to(device)
 
     # The batch never exceeds the data, so a tiny data set still gives one batch per epoch.
-    batches = BatchSampler(make_sampler(dataset, config.seed), min(config.batch_size, len(dataset)),
+    # batch_size is the global batch: under torchrun each process draws its share (learn.distributed).
+    sampler = make_sampler(dataset, config.seed)
+    batches = BatchSampler(sampler, min(distributed.local_batch_size(config.batch_size), len(sampler)),
                            drop_last=True)  # type: ignore[arg-type]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=config.workers, pin_memory=device.type == "cuda",
                         collate_fn=_whole_batch if isinstance(dataset, _TensorFaces) else default_collate)
@@ -358,17 +363,22 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
             history = {k: list(v) for k, v in resume["history"].items()}
 
         augment = AUGMENTATIONS[config.augment]
+        # Under torchrun the forward passes go through DistributedDataParallel, which averages the gradients
+        # over the processes; model and head themselves (their state_dicts, attributes) stay unwrapped.
+        net, margin = distributed.wrap(model, device), distributed.wrap(head, device)
+        main = distributed.is_main()  # rank 0 alone verifies, shows progress and calls on_epoch_end
         for epoch in range(start + 1, config.epochs + 1):
             generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))  # the augmentation's draws
             torch.manual_seed(_epoch_seed(config.seed, epoch))  # dropout: the same per epoch, resumed or not
             batches.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-            seen = len(batches) * batches.batch_size
-            bar = _progress(seen, f"epoch {epoch}/{config.epochs}", progress)
+            seen = len(batches) * batches.batch_size * distributed.world_size()
+            bar = _progress(seen, f"epoch {epoch}/{config.epochs}", progress and main, distributed.world_size())
             tic = time.perf_counter()
             mean_loss, accuracy = _train_epoch(
                 model, head, opt, sched, loader, classes, augment=augment, generator=generator, device=device,
                 frozen=frozen, head_only=epoch <= config.head_warmup_epochs, check_batches=check_batches,
-                epoch=epoch, bar=bar)
+                epoch=epoch, bar=bar, net=net, margin=margin)
+            mean_loss, accuracy = distributed.mean([mean_loss, accuracy])
             seconds = time.perf_counter() - tic
             history["epoch"].append(epoch)
             history["loss"].append(mean_loss)
@@ -376,8 +386,8 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
             history["lr"].append(opt.param_groups[-1]["lr"])  # the head's (the last group)
             history["images_per_s"].append(seen / seconds)
             history["seconds"].append(seconds)
-            history["verification"].append(None if val is None else evaluate(model, *val))
-            if on_epoch_end is not None:
+            history["verification"].append(None if val is None or not main else evaluate(model, *val))
+            if on_epoch_end is not None and main:
                 on_epoch_end({"epoch": epoch, "model": model.state_dict(), "head": head.state_dict(),
                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
                               "config": config.to_dict(), "schedule": dict(schedule)})
@@ -393,12 +403,15 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
                  sched: torch.optim.lr_scheduler.LambdaLR, loader: DataLoader, classes: torch.Tensor, *,
                  augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor], generator: torch.Generator,
                  device: torch.device, frozen: List[nn.Module], head_only: bool, check_batches: bool, epoch: int,
-                 bar: Optional[Any]) -> Tuple[float, float]:
+                 bar: Optional[Any], net: Optional[nn.Module] = None,
+                 margin: Optional[nn.Module] = None) -> Tuple[float, float]:
     """One pass over ``loader``; returns the mean loss and the (margin-free) training accuracy.
 
     ``head_only``: the network runs in eval mode without gradients (head warm-up). ``frozen`` modules stay in
-    eval mode, so their BatchNorm statistics do not move.
+    eval mode, so their BatchNorm statistics do not move. ``net`` and ``margin``, when given, are ``model`` and
+    ``head`` wrapped for the forward pass (DistributedDataParallel, :func:`resnet_arcface.learn.distributed.wrap`).
     """
+    net, margin = model if net is None else net, head if margin is None else margin
     cuda = device.type == "cuda"
     size = getattr(model, "input_size", 128)
     # bfloat16 keeps float32's exponent range, so unlike float16 it needs no loss scaling.
@@ -423,8 +436,8 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
         if not bool((classes[targets] == y).all()):
             raise ValueError(f"fit: batch {step} of epoch {epoch} holds labels missing from the Dataset's `labels`.")
         with autocast, (torch.no_grad() if head_only else nullcontext()):
-            embeddings = model(x)  # (B, D)
-        batch_loss = head(embeddings, targets)  # float32 whatever the autocast
+            embeddings = net(x)  # (B, D)
+        batch_loss = margin(embeddings, targets)  # float32 whatever the autocast
         value = float(batch_loss.detach())
         if not math.isfinite(value):  # before backward and step: the parameters stay those of the last good step
             raise FloatingPointError(f"fit: the loss became {value} at epoch {epoch}, step {step}, before any update "
@@ -448,10 +461,15 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
     return loss_sum / seen, correct / seen
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Optional[Any]:
-    """A tqdm bar counting images (so its rate reads in images per second), or ``None`` when disabled."""
+def _progress(total: int, desc: str, enabled: bool, processes: int = 1) -> Optional[Any]:
+    """A tqdm bar counting images (so its rate reads in images per second), or ``None`` when disabled.
+
+    ``total`` counts the images of all ``processes``; the bar is updated with one process's images and
+    scales what it shows by ``processes``, so its count and rate are those of the whole run.
+    """
     if not enabled:
         return None
     from tqdm import tqdm  # the text bar: tqdm.auto would want ipywidgets inside notebooks
 
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
+    return tqdm(total=total // processes, desc=desc, unit="img", unit_scale=processes if processes > 1 else True,
+                leave=False, dynamic_ncols=True)
