@@ -6,6 +6,7 @@ Sub-commands (each prints a JSON line; ``benchmarks/data_pipeline.md`` has the c
     python benchmarks/data_pipeline.py scan --data /tmp/faces20k                    # cost of each scan check
     python benchmarks/data_pipeline.py throughput --data /tmp/faces20k --packed /tmp/faces20k.npy --workers 0 1 2
     python benchmarks/data_pipeline.py memory --data /tmp/faces20k                  # peak RSS, one subprocess
+    python benchmarks/data_pipeline.py train-memory --data /tmp/faces20k --out /tmp/run  # arcface-train's peak RSS
     python benchmarks/data_pipeline.py head --classes 1000 10000 100000             # the margin head's memory
 
 ``generate`` renders ``--distinct`` synthetic faces (:func:`resnet_arcface.synthetic_faces`) as PNGs and fills
@@ -154,6 +155,20 @@ def memory(data: Path, size: int, workers: int, batch: int, eager: bool) -> Dict
     return result
 
 
+def train_memory(data: Path, size: int, workers: int, batch: int, out: Path) -> Dict[str, Any]:
+    """Peak RSS of ``arcface-train --data`` (small network, one epoch) in a fresh interpreter, and its workers'."""
+    argv = ["--data", str(data), "--size", str(size), "--epochs", "1", "--batch-size", str(batch), "--workers",
+            str(workers), "--threads", "1", "--device", "cpu", "--no-progress", "--out", str(out)]
+    code = (f"import torch; torch.set_num_threads(1)\n"
+            f"from resnet_arcface.cli.train import train_main\n"
+            f"status = train_main({argv!r})\n"
+            f"extra = {{'status': status}}")
+    tic = time.perf_counter()
+    result = _peak_child(code)
+    result.update(seconds=round(time.perf_counter() - tic, 1), workers=workers, size=size)
+    return result
+
+
 def head(classes: List[int], dim: int, batch: int) -> List[Dict[str, Any]]:
     """Peak RSS of one SGD step of the ArcFace head alone (weight, gradient, momentum, logits) per class count."""
     rows = []
@@ -205,6 +220,12 @@ def main() -> None:
     m.add_argument("--workers", type=int, default=2)
     m.add_argument("--batch", type=int, default=128)
     m.add_argument("--eager", action="store_true", help="read_image_folder: every image decoded into one tensor")
+    r = sub.add_parser("train-memory")
+    r.add_argument("--data", type=Path, required=True)
+    r.add_argument("--size", type=int, default=32)
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--batch", type=int, default=128)
+    r.add_argument("--out", type=Path, required=True)
     h = sub.add_parser("head")
     h.add_argument("--classes", type=int, nargs="+", default=[1000, 10000, 100000])
     h.add_argument("--dim", type=int, default=512)
@@ -219,6 +240,8 @@ def main() -> None:
         result = throughput(args.data, args.packed, args.size, args.workers, args.batch, args.limit, args.repeats)
     elif args.command == "memory":
         result = memory(args.data, args.size, args.workers, args.batch, args.eager)
+    elif args.command == "train-memory":
+        result = train_memory(args.data, args.size, args.workers, args.batch, args.out)
     else:
         result = head(args.classes, args.dim, args.batch)
     print(json.dumps({"command": args.command, "result": result, "machine": machine()}))
