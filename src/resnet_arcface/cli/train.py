@@ -1,4 +1,14 @@
-"""``arcface-train``: train an embedding network with a margin loss."""
+"""``arcface-train``: train an embedding network with a margin loss.
+
+The training flags are the fields of :class:`~resnet_arcface.learn.config.TrainConfig` (``--batch-size`` sets
+``batch_size``; ``--scale`` and ``--margin`` set ``s`` and ``m``: :data:`FLAG_NAMES`), with its defaults; a flag
+not given leaves the field's default. ``--init`` starts from trained weights and adds the fine-tuning defaults
+:data:`~resnet_arcface.learn.config.FINETUNE` under the flags. ``OUT/metrics.json`` records the resolved config
+next to the network, the data and ``--init``; ``--resume`` compares them with the flags field by field and
+refuses a changed ``--epochs`` (the length of the learning-rate schedule) unless ``--warm-restart`` asks for a
+new schedule over the remaining epochs. Every input, and whether ``--out`` can be written, is checked before
+training starts.
+"""
 import argparse
 import builtins
 import dataclasses
@@ -70,8 +80,9 @@ def _train_parser() -> argparse.ArgumentParser:
                         f"--synthetic, the identities (held-out ones use seed + {VAL_SEED_OFFSET}) (default: {d.seed})")
     parser.add_argument("--workers", type=int, metavar="N",
                         help=f"processes reading batches (default: {d.workers}, read in this one)")
-    parser.add_argument("--init", metavar="{synthetic,FILE}",
-                        help="start from trained weights: the shipped ones (synthetic) or a state_dict FILE of the "
+    parser.add_argument("--init", metavar="{" + ",".join(AVAILABLE) + ",FILE}",
+                        help=f"start from trained weights: the shipped ones ({', '.join(AVAILABLE)}) or a state_dict "
+                             "FILE of the "
                              "same --arch and --size; a new head is trained for the new identities. Fine-tuning "
                              "defaults then apply: " + ", ".join(f"{_flag(k)} {v}" for k, v in FINETUNE.items()))
     parser.add_argument("--backbone-lr-scale", type=float, metavar="F",
@@ -189,7 +200,7 @@ def _resume_state(out: Path, run: Dict[str, Any], warm_restart: bool) -> Dict[st
     except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
         raise UsageError(f"--resume: cannot read the run in {out} ({type(err).__name__}: from another version?); "
                          f"start afresh with another --out.") from None
-    for key in sorted(set(run) | set(saved)):
+    for key in [*run, *(k for k in saved if k not in run)]:  # the network, data and --init first
         if key in ("epochs", *NOT_COMPARED) or saved.get(key) == run.get(key):
             continue
         flag = {"arch": "--arch", "size": "--size", "data": "--synthetic/--data/--val/--val-fraction",

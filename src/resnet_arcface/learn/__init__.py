@@ -1,4 +1,4 @@
-"""Learning an embedding: margin losses (softmax, CosFace, ArcFace) and :func:`fit`."""
+"""Learning an embedding: margin losses (softmax, CosFace, ArcFace), :class:`TrainConfig` and :func:`fit`."""
 from .losses import LOSSES, MarginHead, arcface_logits, cosface_logits, cosine_logits, identity_loss
 from .config import OPTIMIZERS, TrainConfig
 from .training import fit

@@ -12,6 +12,7 @@ import time
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
@@ -35,10 +36,18 @@ STAGES: Tuple[Tuple[str, ...], ...] = (("conv1", "bn1", "prelu"), ("layer1",), (
 assert len(STAGES) == MAX_FREEZE_STAGES
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's randomness (batch order, augmentation, dropout): a function of the run's seed
-    and the epoch only, so a resumed run draws what an uninterrupted one would."""
-    return seed * 1_000_003 + epoch
+#: The independent random streams of one epoch (:func:`_epoch_seed`).
+SAMPLER, AUGMENT, DROPOUT = 0, 1, 2
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """The seed of one stream of one epoch's randomness (batch order, augmentation, dropout).
+
+    A function of the run's seed and the epoch only, so a resumed run draws what an uninterrupted one would;
+    hashed by :class:`numpy.random.SeedSequence`, so the streams are unrelated (a permutation and a flip drawn
+    from equal seeds would be correlated) and no two ``(seed, epoch)`` share one.
+    """
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class EpochShuffle(Sampler):
@@ -55,7 +64,7 @@ class EpochShuffle(Sampler):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch, SAMPLER))
         return iter(torch.randperm(self.length, generator=generator).tolist())
 
     def __len__(self) -> int:
@@ -261,7 +270,7 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
 
     Nothing silently wrong: non-finite pixels are refused before training (for a Dataset, when their batch
     arrives), and a non-finite loss raises :class:`FloatingPointError` *before* its backward pass and
-    optimizer step, so the parameters stay those of the last good step. Whatever happens, the model is left
+    optimizer step (non-finite gradients, before the step), so the parameters stay those of the last good step. Whatever happens, the model is left
     in eval mode with its ``requires_grad`` flags as they were.
 
     Args:
@@ -333,7 +342,11 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
     sampler = make_sampler(dataset, config.seed)
     batches = BatchSampler(sampler, min(distributed.local_batch_size(config.batch_size), len(sampler)),
                            drop_last=True)  # type: ignore[arg-type]
+    # Persistent workers are started once, not every epoch; the sampler still runs in this process, so
+    # set_epoch below reaches it. The loader's own generator (for its workers' seeds) keeps it from drawing on
+    # torch's global random state, which seeds dropout: the number of workers must not change the numbers.
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=config.workers, pin_memory=device.type == "cuda",
+                        persistent_workers=config.workers > 0, generator=torch.Generator().manual_seed(config.seed),
                         collate_fn=_whole_batch if isinstance(dataset, _TensorFaces) else default_collate)
     start, schedule, keep_schedule = 0, _schedule(config, len(batches), first_epoch=0), True
     if resume is not None:
@@ -368,8 +381,8 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
         net, margin = distributed.wrap(model, device), distributed.wrap(head, device)
         main = distributed.is_main()  # rank 0 alone verifies, shows progress and calls on_epoch_end
         for epoch in range(start + 1, config.epochs + 1):
-            generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))  # the augmentation's draws
-            torch.manual_seed(_epoch_seed(config.seed, epoch))  # dropout: the same per epoch, resumed or not
+            generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, AUGMENT))
+            torch.manual_seed(_epoch_seed(config.seed, epoch, DROPOUT))  # the same per epoch, resumed or not
             batches.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
             seen = len(batches) * batches.batch_size * distributed.world_size()
             bar = _progress(seen, f"epoch {epoch}/{config.epochs}", progress and main, distributed.world_size())
@@ -445,6 +458,14 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
                                      f"the scale s.")
         opt.zero_grad(set_to_none=True)
         batch_loss.backward()
+        # A finite loss can still have non-finite gradients (a square root or arccos at its edge): stop before
+        # the step would write them into the parameters.
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
+            raise FloatingPointError(f"fit: the gradients became NaN or infinite at epoch {epoch}, step {step} (the "
+                                     f"loss was {value:.4g}), before any update from them; lower the learning rate "
+                                     f"(now {opt.param_groups[-1]['lr']:.3g}) or look for a non-differentiable "
+                                     f"point in the model.")
         opt.step()
         sched.step()
         with torch.no_grad():
