@@ -157,3 +157,20 @@ def test_pack_command(tmp_path, capsys):
         assert status == 2 and err.count("\n") == 1 and err.startswith("arcface-pack: "), err
         assert all(w in err for w in words), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "faces", "packed"]
+
+
+def test_held_out_identities_are_capped_whole(tmp_path, monkeypatch):
+    # arcface-train --data verifies held-out identities all-pairs in memory: whole identities are held out until
+    # MAX_VAL_IMAGES, the rest train, so memory does not grow with the folder.
+    import resnet_arcface.cli.train as cli
+
+    data = _folder(tmp_path, identities=6, per=3)
+    args = cli._train_parser().parse_args(["--data", str(data), "--val-fraction", "0.5", "--size", "16"])
+    args.synthetic, args.seed = None, 0
+    (train, _), (images, labels), described = cli._train_data(args)
+    assert len(labels) == 9 and len(train) == 9 and "held out: 9 images of 3 identities" in described
+    monkeypatch.setattr(cli, "MAX_VAL_IMAGES", 6)
+    (train, _), (images, labels), described = cli._train_data(args)
+    assert images.shape == (6, 1, 16, 16) and len(torch.unique(labels)) == 2 and len(train) == 12
+    assert not set(labels.tolist()) & set(train.labels.tolist())  # open set: no held-out identity trains
+    assert "held out: 6 images of 2 identities" in described
