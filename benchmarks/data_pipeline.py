@@ -124,57 +124,48 @@ def throughput(data: Path, packed: Path, size: int, workers: List[int], batch: i
             "samples": {k: [round(s) for s in v] for k, v in samples.items()}, "batch": batch, "limit": limit}
 
 
-def _peak_child(code: str) -> Dict[str, Any]:
-    """Run ``code`` in a fresh interpreter; its peak RSS and that of its DataLoader workers, in MB."""
-    script = (code + "\nimport resource, json\n"
+def _peak_child(code: str, **info: Any) -> Dict[str, Any]:
+    """Run ``code`` (on one thread; it sets ``extra``) in a fresh interpreter: its peak RSS and that of its
+    largest child (a DataLoader worker), in MB, its seconds, ``extra`` and ``info``."""
+    script = ("import torch; torch.set_num_threads(1)\n" + code + "\nimport resource, json\n"
               "print(json.dumps({'self_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
               " 'workers_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **extra}))")
+    tic = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "seconds": round(time.perf_counter() - tic, 1),
+            **info}
 
 
 def memory(data: Path, size: int, workers: int, batch: int, eager: bool) -> Dict[str, Any]:
     """Peak RSS of one epoch over ``data`` through a DataLoader (or, with ``eager``, of read_image_folder)."""
     if eager:
-        code = (f"import torch; torch.set_num_threads(1)\n"
-                f"from resnet_arcface.data.folders import read_image_folder\n"
+        code = (f"from resnet_arcface.data.folders import read_image_folder\n"
                 f"images, labels, names = read_image_folder({str(data)!r}, {size})\n"
                 f"extra = {{'images': len(images)}}")
     else:
-        code = (f"import torch; torch.set_num_threads(1)\n"
-                f"from torch.utils.data import DataLoader\n"
+        code = (f"from torch.utils.data import DataLoader\n"
                 f"from resnet_arcface.data.folders import FaceFolder\n"
                 f"faces = FaceFolder({str(data)!r}, {size})\n"
                 f"n = 0\n"
                 f"for x, y in DataLoader(faces, batch_size={batch}, shuffle=True, num_workers={workers}):\n"
                 f"    n += len(x)\n"
                 f"extra = {{'images': n}}")
-    tic = time.perf_counter()
-    result = _peak_child(code)
-    result.update(seconds=round(time.perf_counter() - tic, 1), eager=eager, workers=workers)
-    return result
+    return _peak_child(code, eager=eager, workers=workers)
 
 
 def train_memory(data: Path, size: int, workers: int, batch: int, out: Path) -> Dict[str, Any]:
     """Peak RSS of ``arcface-train --data`` (small network, one epoch) in a fresh interpreter, and its workers'."""
     argv = ["--data", str(data), "--size", str(size), "--epochs", "1", "--batch-size", str(batch), "--workers",
             str(workers), "--threads", "1", "--device", "cpu", "--no-progress", "--out", str(out)]
-    code = (f"import torch; torch.set_num_threads(1)\n"
-            f"from resnet_arcface.cli.train import train_main\n"
-            f"status = train_main({argv!r})\n"
-            f"extra = {{'status': status}}")
-    tic = time.perf_counter()
-    result = _peak_child(code)
-    result.update(seconds=round(time.perf_counter() - tic, 1), workers=workers, size=size)
-    return result
+    code = f"from resnet_arcface.cli.train import train_main\nextra = {{'status': train_main({argv!r})}}"
+    return _peak_child(code, workers=workers, size=size)
 
 
 def head(classes: List[int], dim: int, batch: int) -> List[Dict[str, Any]]:
     """Peak RSS of one SGD step of the ArcFace head alone (weight, gradient, momentum, logits) per class count."""
     rows = []
     for c in classes:
-        code = (f"import torch; torch.set_num_threads(1)\n"
-                f"from resnet_arcface.learn.losses import MarginHead\n"
+        code = (f"from resnet_arcface.learn.losses import MarginHead\n"
                 f"import resource\n"
                 f"base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
                 f"head = MarginHead({dim}, {c}, loss='arcface', s=64.0, m=0.5)\n"
