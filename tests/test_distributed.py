@@ -84,3 +84,18 @@ def test_a_failure_on_one_process_ends_the_run_with_its_message(tmp_path):
     assert f"arcface-train: --data: cannot read image {bad}" in output, output
     assert "[rank1]" in output or "local_rank: 1" in output or "rank: 1" in output, output  # it was rank 1's
     assert not (tmp_path / "run").exists()  # no epoch finished: nothing written
+
+
+def test_the_shares_of_two_processes_interleave_one_order():
+    from resnet_arcface.learn.distributed import ShardedSampler
+
+    order = EpochShuffle(11, seed=3)
+    shares = [ShardedSampler(EpochShuffle(11, seed=3), num_replicas=2, rank=r) for r in (0, 1)]
+    for epoch in (1, 2):
+        order.set_epoch(epoch)
+        for share in shares:
+            share.set_epoch(epoch)
+        expected = list(order)
+        # 11 items on 2 processes: the 11th is dropped, as an incomplete batch is.
+        assert list(shares[0]) == expected[0:10:2] and list(shares[1]) == expected[1:10:2]
+    assert expected != list(EpochShuffle(11, seed=3))  # set_epoch reached the order (epoch 0 differs)

@@ -8,9 +8,9 @@
 :func:`init` reads those variables and joins the process group (gloo between CPU processes, NCCL between
 GPUs, one GPU per process: ``cuda:LOCAL_RANK``). Then :func:`~resnet_arcface.fit`:
 
-* draws its batches through a :class:`~torch.utils.data.DistributedSampler` (:func:`sampler`): each epoch,
-  every process shuffles the data with the same seed and takes every ``world_size``-th item of the shared
-  order, so the processes together see each item once, as one process would;
+* draws its batches through a :class:`~torch.utils.data.DistributedSampler` (:class:`ShardedSampler`): each
+  epoch, every process shuffles the data with the same seed and takes every ``world_size``-th item of the
+  shared order, so the processes together see each item once, as one process would;
 * gives each process ``batch_size / world_size`` of every batch (:func:`local_batch_size`), so
   ``batch_size`` means the same, the *global* batch, on any number of processes: the learning rate, the
   number of steps per epoch and the checkpoint do not depend on how many processes ran, and ``--resume``
@@ -30,12 +30,12 @@ When one process fails (an unreadable image in its share, a NaN loss), it exits 
 others are blocked in the next gradient all-reduce, and torchrun ends them and exits non-zero.
 """
 import os
-from typing import List, Sequence, TypeVar
+from typing import Iterator, List, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DistributedSampler, Sampler
 
 from ..device import pick_device
 
@@ -108,16 +108,30 @@ def local_batch_size(batch_size: int) -> int:
     return batch_size // n
 
 
-def sampler(dataset: Dataset, seed: int) -> DistributedSampler:
-    """This process's share of each epoch: every ``world_size``-th item of one shuffled order of ``dataset``.
+class ShardedSampler(DistributedSampler):
+    """This process's share of the order another sampler draws: items ``rank``, ``rank + world_size``, ... of it.
 
-    The shuffled order is :class:`~resnet_arcface.learn.training.EpochShuffle`'s for the same seed and epoch
-    (both draw ``torch.randperm`` from a generator seeded ``seed * 1_000_003 + epoch``), so the items of global
-    batch ``k`` are the same on any number of processes. The remainder that does not divide evenly is
-    dropped, as the last incomplete batch is.
+    Every process builds the same ``base`` sampler (same seed), so the processes draw disjoint shares of one
+    shuffled order, and global batch ``k`` holds the same items on any number of processes as in one process.
+    The items that do not divide evenly among the processes are dropped, as the last incomplete batch is.
+    It is a :class:`~torch.utils.data.DistributedSampler`, whose ``set_epoch`` also sets ``base``'s.
     """
-    return DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True,  # type: ignore[arg-type]
-                              seed=seed * 1_000_003, drop_last=True)
+
+    def __init__(self, base: Sampler, num_replicas: Optional[int] = None, rank: Optional[int] = None) -> None:
+        # num_replicas and rank default to the process group's (they are given only to test without one).
+        super().__init__(range(len(base)),  # type: ignore[arg-type]
+                         num_replicas=world_size() if num_replicas is None else num_replicas,
+                         rank=(dist.get_rank() if dist.is_initialized() else 0) if rank is None else rank,
+                         shuffle=False, drop_last=True)
+        self.base = base
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.base.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(self.base)[: self.total_size]
+        return iter(order[self.rank:self.total_size:self.num_replicas])
 
 
 def wrap(module: M, device: torch.device) -> nn.Module:

@@ -78,9 +78,9 @@ def make_sampler(dataset: Dataset, seed: int) -> Sampler:
     drop_last=True)`` here instead. Whatever it returns must have ``set_epoch(epoch)``, which :func:`fit`
     calls before every epoch.
     """
-    if distributed.world_size() > 1:  # under torchrun: this process's share of the same shuffled order
-        return distributed.sampler(dataset, seed)
-    return EpochShuffle(len(dataset), seed)  # type: ignore[arg-type]
+    order = EpochShuffle(len(dataset), seed)  # type: ignore[arg-type]
+    # Under torchrun: this process's share of the same shuffled order (a DistributedSampler).
+    return distributed.ShardedSampler(order) if distributed.world_size() > 1 else order
 
 
 class _TensorFaces(Dataset):
