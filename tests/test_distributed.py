@@ -67,8 +67,9 @@ def test_a_failure_on_one_process_ends_the_run_with_its_message(tmp_path):
     # process whose share of the batch holds it: rank 1, first batch (global position 1 of epoch 1's order).
     images, labels = synthetic_faces(4, 4, size=24, seed=5)
     for i, (img, label) in enumerate(zip(images, labels)):
-        (tmp_path / "faces" / f"p{int(label)}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray((img[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "faces" / f"p{int(label)}" / f"{i}.png")
+        folder = tmp_path / "faces" / f"p{int(label)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img[0].numpy() * 255).astype(np.uint8)).save(folder / f"{i}.png")
     faces = FaceFolder(tmp_path / "faces", 32)
     sampler = EpochShuffle(len(faces), seed=0)
     sampler.set_epoch(1)

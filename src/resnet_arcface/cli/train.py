@@ -153,11 +153,13 @@ def _run_config(args: argparse.Namespace, config: TrainConfig) -> Dict[str, Any]
 MAX_VAL_IMAGES = 2000
 
 
-def _train_data(args: argparse.Namespace, workers: int = 0) -> Tuple[Tuple[Any, Optional[torch.Tensor]], Optional[Tuple[torch.Tensor, torch.Tensor]], str]:
+def _train_data(args: argparse.Namespace, workers: int = 0
+                ) -> Tuple[Tuple[Any, Optional[torch.Tensor]], Optional[Tuple[torch.Tensor, torch.Tensor]], str]:
     """``(train, val or None, description)``; identities of val are never in train (open set).
 
     ``train`` is ``(images, labels)`` tensors for ``--synthetic``, and ``(Dataset, None)`` for ``--data`` (a
-    folder of photographs decoded as batches are drawn, or a packed folder: :func:`~resnet_arcface.data.packed.open_faces`).
+    folder of photographs decoded as batches are drawn, or a packed folder:
+    :func:`~resnet_arcface.data.packed.open_faces`); the held-out images are decoded by ``workers`` processes.
     """
     if args.synthetic:
         from ..data.synthetic import synthetic_faces

@@ -273,6 +273,10 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
     optimizer step (non-finite gradients, before the step), so the parameters stay those of the last good step. Whatever happens, the model is left
     in eval mode with its ``requires_grad`` flags as they were.
 
+    Under ``torchrun`` (after :func:`resnet_arcface.learn.distributed.init`), each process trains on its share
+    of every batch (``batch_size`` stays the global batch), through DistributedDataParallel; the processes
+    agree on every step, and rank 0 alone verifies ``val``, shows progress and calls ``on_epoch_end``.
+
     Args:
         model: An embedding network with ``input_size`` (default 128); moved to ``device`` and left there.
         images: Training images in [0, 1], gray or RGB, any size; or a :class:`~torch.utils.data.Dataset`
@@ -381,8 +385,10 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
         net, margin = distributed.wrap(model, device), distributed.wrap(head, device)
         main = distributed.is_main()  # rank 0 alone verifies, shows progress and calls on_epoch_end
         for epoch in range(start + 1, config.epochs + 1):
-            generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, AUGMENT))
-            torch.manual_seed(_epoch_seed(config.seed, epoch, DROPOUT))  # the same per epoch, resumed or not
+            # Offset by the rank, so that processes draw different flips and dropout masks for their shares.
+            generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, AUGMENT) + distributed.rank())
+            # Dropout: the same per epoch, resumed or not.
+            torch.manual_seed(_epoch_seed(config.seed, epoch, DROPOUT) + distributed.rank())
             batches.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
             seen = len(batches) * batches.batch_size * distributed.world_size()
             bar = _progress(seen, f"epoch {epoch}/{config.epochs}", progress and main, distributed.world_size())
