@@ -83,7 +83,8 @@ def test_a_failure_on_one_process_ends_the_run_with_its_message(tmp_path):
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert f"arcface-train: --data: cannot read image {bad}" in output, output
-    assert "[rank1]" in output or "local_rank: 1" in output or "rank: 1" in output, output  # it was rank 1's
+    # torchrun names the process that failed first; rank 0, blocked in the gradient all-reduce, is ended.
+    assert "local_rank: 1" in output, output
     assert not (tmp_path / "run").exists()  # no epoch finished: nothing written
 
 
