@@ -174,3 +174,17 @@ def test_held_out_identities_are_capped_whole(tmp_path, monkeypatch):
     assert images.shape == (6, 1, 16, 16) and len(torch.unique(labels)) == 2 and len(train) == 12
     assert not set(labels.tolist()) & set(train.labels.tolist())  # open set: no held-out identity trains
     assert "held out: 6 images of 2 identities" in described
+
+
+def test_arcface_train_reads_a_packed_folder(tmp_path, capsys):
+    from resnet_arcface.cli.train import train_main
+
+    pack_faces(FaceFolder(_folder(tmp_path / "faces", identities=5), size=32), tmp_path / "packed")
+    argv = ["--data", tmp_path / "packed", "--size", "32", "--val-fraction", "0.4", "--epochs", "1", "--batch-size",
+            "4", "--threads", "1", "--device", "cpu", "--no-progress", "--out", tmp_path / "run"]
+    assert train_main([str(a) for a in argv]) == 0
+    assert "12 images of 3 identities" in capsys.readouterr().out
+    argv[3] = "16"  # packed at 32 px: training at 16 is refused, one line, nothing written
+    assert train_main([str(a) for a in argv[:-1]] + [str(tmp_path / "run16")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "packed at 32 px" in err and not (tmp_path / "run16").exists()
