@@ -93,9 +93,9 @@ class FaceFolder(Dataset):
     * ``"header"`` (default): each file is opened with Pillow, which identifies the format and reads the image
       size from the first bytes, on ``threads`` threads (the work is file I/O). It catches what a folder of
       photographs usually holds by mistake: text files with an image suffix, empty or cut-off downloads, other
-      formats renamed. Cost, measured on a busy 2-core machine with the files in the page cache: 70 to 240 µs
-      per file, a tenth of decoding it (``benchmarks/data_pipeline.md``). A file whose header is whole but
-      whose pixel data is cut off passes, and fails when a worker decodes it, with the same message.
+      formats renamed. Cost, measured on a 2-core machine with the files in the page cache: about 120 µs per
+      file, a sixth of decoding it (``benchmarks/data_pipeline.md``). A file whose header is whole but whose
+      pixel data is cut off passes, and fails when a worker decodes it, with the same message.
     * ``"decode"``: every file is fully decoded once, as in training: nothing can fail later, at the cost of
       one epoch of decoding.
     * ``"none"``: names only, for a folder already checked.
