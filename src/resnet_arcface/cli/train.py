@@ -10,6 +10,7 @@ new schedule over the remaining epochs. Every input, and whether ``--out`` can b
 training starts.
 """
 import argparse
+import builtins
 import dataclasses
 import json
 import shlex
@@ -20,12 +21,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..data.folders import read_image_folder
+from ..data.folders import LabelledSubset, UnreadableImageError
+from ..data.packed import open_faces
 from ..data.augment import AUGMENTATIONS
 from ..eval.verify import pixel_baseline
 from ..learn.config import FINETUNE, MAX_FREEZE_STAGES, NOT_COMPARED, OPTIMIZERS, TrainConfig
+from ..learn import distributed
 from ..learn.losses import LOSSES
 from ..learn.training import fit
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
@@ -101,6 +105,9 @@ def _train_parser() -> argparse.ArgumentParser:
                         help="with --resume and a new --epochs: keep the weights and optimizer state, and run a new "
                              "learning-rate warm-up and cosine over the remaining epochs (without it, changing "
                              "--epochs of a run is refused: its schedule would jump)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm), not "
+                             "each process's share")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     return parser
 
@@ -140,8 +147,20 @@ def _run_config(args: argparse.Namespace, config: TrainConfig) -> Dict[str, Any]
     return {"arch": args.arch, "size": args.size, "data": data, "init": args.init, **config.to_dict()}
 
 
-def _train_data(args: argparse.Namespace) -> Tuple[Tuple[torch.Tensor, torch.Tensor], Optional[Tuple[torch.Tensor, torch.Tensor]], str]:
-    """``(train, val or None, description)``; identities of val are never in train (open set)."""
+#: With ``--data``, held-out identities are verified after every epoch from memory (float32, all N(N - 1)/2
+#: pairs, which took 400 MB at N = 4,000): whole identities are held out until their images reach this many, so
+#: that memory does not grow with the folder (the other identities train).
+MAX_VAL_IMAGES = 2000
+
+
+def _train_data(args: argparse.Namespace, workers: int = 0
+                ) -> Tuple[Tuple[Any, Optional[torch.Tensor]], Optional[Tuple[torch.Tensor, torch.Tensor]], str]:
+    """``(train, val or None, description)``; identities of val are never in train (open set).
+
+    ``train`` is ``(images, labels)`` tensors for ``--synthetic``, and ``(Dataset, None)`` for ``--data`` (a
+    folder of photographs decoded as batches are drawn, or a packed folder:
+    :func:`~resnet_arcface.data.packed.open_faces`); the held-out images are decoded by ``workers`` processes.
+    """
     if args.synthetic:
         from ..data.synthetic import synthetic_faces
 
@@ -150,17 +169,24 @@ def _train_data(args: argparse.Namespace) -> Tuple[Tuple[torch.Tensor, torch.Ten
         val = synthetic_faces(vids, vper, size=args.size, seed=args.seed + VAL_SEED_OFFSET)
         return train, val, (f"{ids} synthetic identities x {per} images (seed {args.seed}); held out: {vids} x "
                             f"{vper} (seed {args.seed + VAL_SEED_OFFSET})")
-    images, labels, names = read_image_folder(args.data, args.size)
+    faces = open_faces(args.data, args.size)
+    labels, names = faces.labels, faces.names
+    whole = f"{len(faces)} images of {len(names)} identities in {args.data}; no held-out set"
     n_val = int(round(args.val_fraction * len(names)))
     if n_val < 2 or len(names) - n_val < 2:  # verification needs two identities, training too
-        return (images, labels), None, f"{len(images)} images of {len(names)} identities in {args.data}; no held-out set"
+        return (faces, None), None, whole
     held = torch.randperm(len(names), generator=torch.Generator().manual_seed(args.seed))[:n_val]
-    is_val = torch.isin(labels, held)
+    counts = torch.bincount(labels, minlength=len(names))[held]
+    n_val = max(2, int((counts.cumsum(0) <= MAX_VAL_IMAGES).sum()))  # whole identities, up to the cap
+    is_val = torch.isin(labels, held[:n_val])
     if not pair_counts(labels[is_val])[0]:  # every held-out identity has one image: nothing to verify
-        return (images, labels), None, f"{len(images)} images of {len(names)} identities in {args.data}; no held-out set"
-    return ((images[~is_val], labels[~is_val]), (images[is_val], labels[is_val]),
-            f"{int((~is_val).sum())} images of {len(names) - n_val} identities in {args.data}; held out: "
-            f"{int(is_val.sum())} images of {n_val} identities")
+        return (faces, None), None, whole
+    train = LabelledSubset(faces, torch.nonzero(~is_val)[:, 0])
+    val_items = LabelledSubset(faces, torch.nonzero(is_val)[:, 0])
+    images = torch.cat([x for x, _ in DataLoader(val_items, batch_size=256, num_workers=workers)])
+    return ((train, None), (images.float() / 255, val_items.labels),
+            f"{len(train)} images of {len(names) - n_val} identities in {args.data}; held out: "
+            f"{len(val_items)} images of {n_val} identities")
 
 
 def _resume_state(out: Path, run: Dict[str, Any], warm_restart: bool) -> Dict[str, Any]:
@@ -266,18 +292,25 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
             _check_out(out)
         else:
             _check_writable(out)
-        device = device_flag(args.device)
+        # Under torchrun: join the other processes (each takes cuda:LOCAL_RANK); alone: the device as asked.
+        device = distributed.init(device_flag(args.device))
+        distributed.local_batch_size(config.batch_size)  # the global batch must split evenly over the processes
         torch.set_num_threads(args.threads)
         torch.manual_seed(config.seed)
         model = build_model(args.arch, args.size)
         if args.init is not None:
             _init_weights(model, args.init, args.arch, args.size)
-        train, val, described = _train_data(args)
-        config = config.resolved(int(len(torch.unique(train[1]))))
+        if args.sync_bn:
+            model = distributed.sync_batchnorm(model, device)
+        train, val, described = _train_data(args, config.workers)
+        train_labels = train[1] if train[1] is not None else train[0].labels
+        config = config.resolved(int(len(torch.unique(train_labels))))
         run = _run_config(args, config)
         state = _resume_state(out, run, args.warm_restart) if args.resume else None
     except (UsageError, ValueError) as err:
         return _fail(prog, str(err))
+    # Rank 0 alone prints and writes files (fit calls `save` on rank 0 only); the others train silently.
+    print = builtins.print if distributed.is_main() else _silent  # noqa: A001
 
     scale = "" if config.loss == "softmax" else f" (s {config.s:.3g}, m {config.m:g})"
     print(f"{prog}: {args.arch} network at {args.size} px ({sum(p.numel() for p in model.parameters()):,} "
@@ -287,11 +320,12 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     metrics: Dict[str, Any] = {
         "command": "arcface-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
         "config": run, "device": str(device), "threads": args.threads, "torch": torch.__version__,
-        "resnet_arcface": __version__, "train_images": len(train[0]),
-        "train_identities": int(len(torch.unique(train[1]))),
+        "resnet_arcface": __version__, "train_images": len(train_labels),
+        "train_identities": int(len(torch.unique(train_labels))),
         "val_images": 0 if val is None else len(val[0]),
         "val_identities": 0 if val is None else int(len(torch.unique(val[1]))),
-        "pixel_baseline": None if val is None else pixel_baseline(*val),
+        "pixel_baseline": None if val is None or not distributed.is_main() else pixel_baseline(*val),
+        "processes": distributed.world_size(), "sync_bn": args.sync_bn,
     }
 
     def save(snapshot: Dict[str, Any]) -> None:
@@ -309,13 +343,18 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
             warm_restart=args.warm_restart, on_epoch_end=save)
     except KeyboardInterrupt:
         return _fail(prog, f"interrupted; {out} holds the last finished epoch, --resume continues it", 130)
-    except FloatingPointError as err:
+    except (FloatingPointError, UnreadableImageError) as err:  # found during training: some epochs may be saved
         return _fail(prog, str(err), 1)
     if metrics["pixel_baseline"] is not None:
         b = metrics["pixel_baseline"]
         print(f"raw-pixel baseline on the held-out set: AUC {b['auc']:.3f}  TAR@FAR=1e-3 {b['tar_at_far'][1e-3]:.3f}")
     print(f"wrote {out / 'weights.pt'} and {out / 'metrics.json'}")
+    distributed.shutdown()
     return 0
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``print`` on the processes other than rank 0."""
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from ..data.augment import AUGMENTATIONS
 from ..data.transforms import preprocess, resolve_cfg
 from ..device import resolve_device
 from ..eval.verify import evaluate
+from . import distributed
 from .config import MAX_FREEZE_STAGES, OPTIMIZERS, TrainConfig
 from .losses import MarginHead
 
@@ -78,7 +79,9 @@ def make_sampler(dataset: Dataset, seed: int) -> Sampler:
     drop_last=True)`` here instead. Whatever it returns must have ``set_epoch(epoch)``, which :func:`fit`
     calls before every epoch.
     """
-    return EpochShuffle(len(dataset), seed)  # type: ignore[arg-type]
+    order = EpochShuffle(len(dataset), seed)  # type: ignore[arg-type]
+    # Under torchrun: this process's share of the same shuffled order (a DistributedSampler).
+    return distributed.ShardedSampler(order) if distributed.world_size() > 1 else order
 
 
 class _TensorFaces(Dataset):
@@ -271,6 +274,10 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
     optimizer step (non-finite gradients, before the step), so the parameters stay those of the last good step. Whatever happens, the model is left
     in eval mode with its ``requires_grad`` flags as they were.
 
+    Under ``torchrun`` (after :func:`resnet_arcface.learn.distributed.init`), each process trains on its share
+    of every batch (``batch_size`` stays the global batch), through DistributedDataParallel; the processes
+    agree on every step, and rank 0 alone verifies ``val``, shows progress and calls ``on_epoch_end``.
+
     Args:
         model: An embedding network with ``input_size`` (default 128); moved to ``device`` and left there.
         images: Training images in [0, 1], gray or RGB, any size; or a :class:`~torch.utils.data.Dataset`
@@ -335,7 +342,9 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
     head.to(device)
 
     # The batch never exceeds the data, so a tiny data set still gives one batch per epoch.
-    batches = BatchSampler(make_sampler(dataset, config.seed), min(config.batch_size, len(dataset)),
+    # batch_size is the global batch: under torchrun each process draws its share (learn.distributed).
+    sampler = make_sampler(dataset, config.seed)
+    batches = BatchSampler(sampler, min(distributed.local_batch_size(config.batch_size), len(sampler)),
                            drop_last=True)  # type: ignore[arg-type]
     # Persistent workers are started once, not every epoch; the sampler still runs in this process, so
     # set_epoch below reaches it. The loader's own generator (for its workers' seeds) keeps it from drawing on
@@ -371,17 +380,24 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
             history = {k: list(v) for k, v in resume["history"].items()}
 
         augment = AUGMENTATIONS[config.augment]
+        # Under torchrun the forward passes go through DistributedDataParallel, which averages the gradients
+        # over the processes; model and head themselves (their state_dicts, attributes) stay unwrapped.
+        net, margin = distributed.wrap(model, device), distributed.wrap(head, device)
+        main = distributed.is_main()  # rank 0 alone verifies, shows progress and calls on_epoch_end
         for epoch in range(start + 1, config.epochs + 1):
-            generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, AUGMENT))
-            torch.manual_seed(_epoch_seed(config.seed, epoch, DROPOUT))  # the same per epoch, resumed or not
+            # Offset by the rank, so that processes draw different flips and dropout masks for their shares.
+            generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, AUGMENT) + distributed.rank())
+            # Dropout: the same per epoch, resumed or not.
+            torch.manual_seed(_epoch_seed(config.seed, epoch, DROPOUT) + distributed.rank())
             batches.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-            seen = len(batches) * batches.batch_size
-            bar = _progress(seen, f"epoch {epoch}/{config.epochs}", progress)
+            seen = len(batches) * batches.batch_size * distributed.world_size()
+            bar = _progress(seen, f"epoch {epoch}/{config.epochs}", progress and main, distributed.world_size())
             tic = time.perf_counter()
             mean_loss, accuracy = _train_epoch(
                 model, head, opt, sched, loader, classes, augment=augment, generator=generator, device=device,
                 frozen=frozen, head_only=epoch <= config.head_warmup_epochs, check_batches=check_batches,
-                epoch=epoch, bar=bar)
+                epoch=epoch, bar=bar, net=net, margin=margin)
+            mean_loss, accuracy = distributed.mean([mean_loss, accuracy])
             seconds = time.perf_counter() - tic
             history["epoch"].append(epoch)
             history["loss"].append(mean_loss)
@@ -389,8 +405,8 @@ def fit(model: nn.Module, images: Union[torch.Tensor, Dataset], labels: Optional
             history["lr"].append(opt.param_groups[-1]["lr"])  # the head's (the last group)
             history["images_per_s"].append(seen / seconds)
             history["seconds"].append(seconds)
-            history["verification"].append(None if val is None else evaluate(model, *val))
-            if on_epoch_end is not None:
+            history["verification"].append(None if val is None or not main else evaluate(model, *val))
+            if on_epoch_end is not None and main:
                 on_epoch_end({"epoch": epoch, "model": model.state_dict(), "head": head.state_dict(),
                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
                               "config": config.to_dict(), "schedule": dict(schedule)})
@@ -406,12 +422,15 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
                  sched: torch.optim.lr_scheduler.LambdaLR, loader: DataLoader, classes: torch.Tensor, *,
                  augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor], generator: torch.Generator,
                  device: torch.device, frozen: List[nn.Module], head_only: bool, check_batches: bool, epoch: int,
-                 bar: Optional[Any]) -> Tuple[float, float]:
+                 bar: Optional[Any], net: Optional[nn.Module] = None,
+                 margin: Optional[nn.Module] = None) -> Tuple[float, float]:
     """One pass over ``loader``; returns the mean loss and the (margin-free) training accuracy.
 
     ``head_only``: the network runs in eval mode without gradients (head warm-up). ``frozen`` modules stay in
-    eval mode, so their BatchNorm statistics do not move.
+    eval mode, so their BatchNorm statistics do not move. ``net`` and ``margin``, when given, are ``model`` and
+    ``head`` wrapped for the forward pass (DistributedDataParallel, :func:`resnet_arcface.learn.distributed.wrap`).
     """
+    net, margin = model if net is None else net, head if margin is None else margin
     cuda = device.type == "cuda"
     size = resolve_cfg(model).input_size
     # bfloat16 keeps float32's exponent range, so unlike float16 it needs no loss scaling.
@@ -436,8 +455,8 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
         if not bool((classes[targets] == y).all()):
             raise ValueError(f"fit: batch {step} of epoch {epoch} holds labels missing from the Dataset's `labels`.")
         with autocast, (torch.no_grad() if head_only else nullcontext()):
-            embeddings = model(x)  # (B, D)
-        batch_loss = head(embeddings, targets)  # float32 whatever the autocast
+            embeddings = net(x)  # (B, D)
+        batch_loss = margin(embeddings, targets)  # float32 whatever the autocast
         value = float(batch_loss.detach())
         if not math.isfinite(value):  # before backward and step: the parameters stay those of the last good step
             raise FloatingPointError(f"fit: the loss became {value} at epoch {epoch}, step {step}, before any update "
@@ -469,11 +488,16 @@ def _train_epoch(model: nn.Module, head: MarginHead, opt: torch.optim.Optimizer,
     return loss_sum / seen, correct / seen
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Optional[Any]:
-    """A tqdm bar counting images (so its rate reads in images per second), or ``None`` when disabled."""
+def _progress(total: int, desc: str, enabled: bool, processes: int = 1) -> Optional[Any]:
+    """A tqdm bar counting images (so its rate reads in images per second), or ``None`` when disabled.
+
+    ``total`` counts the images of all ``processes``; the bar is updated with one process's images and
+    scales what it shows by ``processes``, so its count and rate are those of the whole run.
+    """
     if not enabled:
         return None
     # The text bar: tqdm.auto would want ipywidgets inside notebooks.
     tqdm = require("tqdm", "data", "fit's progress bar (or pass progress=False)").tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
+    return tqdm(total=total // processes, desc=desc, unit="img", unit_scale=processes if processes > 1 else True,
+                leave=False, dynamic_ncols=True)
