@@ -29,15 +29,25 @@ def test_prefixes_are_stable():
     torch.testing.assert_close(small, large[[0, 1, 3, 4]], rtol=0, atol=1e-6)
 
 
-def test_different_seeds_give_disjoint_identities():
-    train, test = identity_parameters(300, seed=0), identity_parameters(300, seed=1)
-    assert train.shape == (300, len(IDENTITY_RANGES))
-    cross = torch.cdist(test, train)  # (300, 300): every held-out identity against every training one
-    within = torch.cdist(train, train) + torch.eye(300) * 1e9
-    assert float(cross.min()) > 0  # no held-out identity equals a training identity
-    # ... and none is a near-copy: held-out identities are as far from the training set as training
-    # identities are from each other (independent draws), not closer.
-    assert float(cross.min(1).values.median()) > 0.8 * float(within.min(1).values.median())
+@pytest.mark.parametrize("a,b", [(0, 1), (0, 1000), (0, 2000), (1000, 2000), (0, 2**32 - 1), (7, 2**31 + 7)])
+def test_different_seeds_give_disjoint_identities(a, b):
+    # Training (seed), validation (seed + 1000) and test (seed + 2000) identities must be different people: no
+    # identity of one seed may reappear, at any index, in another (as seed 2**32 + k's did in seed k's).
+    first, second = identity_parameters(50, seed=a), identity_parameters(50, seed=b)
+    assert first.shape == (50, len(IDENTITY_RANGES))
+    assert float(torch.cdist(first, second).min()) > 1e-3  # (50, 50): every identity against every other
+    images_a = synthetic_faces(50, 1, size=8, seed=a)[0].flatten(1)
+    images_b = synthetic_faces(50, 1, size=8, seed=b)[0].flatten(1)
+    assert float(torch.cdist(images_a, images_b).min()) > 1e-3
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**32 + 1, 2**40])
+def test_seeds_beyond_32_bits_are_refused(seed):
+    # SeedSequence would split them into 32-bit words: seed 2**32 + k drew some of seed k's identities.
+    with pytest.raises(ValueError, match=r"seed must be an int >= 0 and below 2\*\*32"):
+        synthetic_faces(2, 1, size=8, seed=seed)
+    with pytest.raises(ValueError, match="below 2"):
+        identity_parameters(2, seed=seed)
 
 
 def test_photos_of_one_identity_differ():
@@ -57,8 +67,8 @@ def test_hard_in_pixel_space():
     ({"num_identities": 0}, r"num_identities must be an int >= 1, got 0"),
     ({"per_identity": 2.5}, r"per_identity must be an int >= 1, got 2.5"),
     ({"size": 4}, r"size must be an int >= 8, got 4"),
-    ({"seed": -1}, r"seed must be an int >= 0, got -1"),
-    ({"seed": True}, r"seed must be an int >= 0, got True"),
+    ({"seed": -1}, r"seed must be an int >= 0 and below 2\*\*32, got -1"),
+    ({"seed": True}, r"seed must be an int >= 0 and below 2\*\*32, got True"),
 ])
 def test_bad_arguments(kwargs, message):
     args = {"num_identities": 2, "per_identity": 2, "size": 32, "seed": 0, **kwargs}

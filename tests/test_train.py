@@ -11,6 +11,7 @@ from PIL import Image
 from resnet_arcface import load_checkpoint, resnet_arcface_small, synthetic_faces
 from resnet_arcface.cli.train import train_main
 from resnet_arcface.cli.verify import verify_main
+from resnet_arcface.learn.config import TrainConfig, adacos_scale
 from resnet_arcface.learn.training import fit
 from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
@@ -83,13 +84,26 @@ def test_train_and_verify_commands(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json", "weights.pt"]
     load_checkpoint(resnet_arcface_small(), out / "weights.pt")  # a plain state_dict for the small network
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["arch"] == "small" and metrics["config"]["scale"] == 16 and metrics["epochs_done"] == 1
+    config = metrics["config"]
+    assert config["arch"] == "small" and metrics["epochs_done"] == 1
+    # The resolved TrainConfig: AdaCos's scale for the 4 training identities, the flags' batch size.
+    assert config["s"] == pytest.approx(adacos_scale(4)) and config["batch_size"] == 8 and config["lr"] == 2e-3
+    assert TrainConfig.from_dict({k: config[k] for k in TrainConfig().to_dict()}).epochs == 1
+    assert metrics["schedule"]["epochs"] == 1
     assert len(metrics["history"]["loss"]) == 1 and set(metrics["final"]["tar_at_far"]) == {"0.01", "0.001"}
 
-    status, stdout, err = _run(train_main, ["--synthetic", "4,4", "--val", "3,3", "--out", out, "--resume",
-                                            *TINY, "--epochs", "2"], capsys)  # the last --epochs wins
+    # Resuming with a longer --epochs would jump along the finished run's cosine: refused, nothing written...
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    resume = ["--synthetic", "4,4", "--val", "3,3", "--out", out, "--resume", *TINY, "--epochs", "2"]
+    status, stdout, err = _run(train_main, resume, capsys)
+    assert status == 2 and err.count("\n") == 1 and "--warm-restart" in err and "schedule over 1 epochs" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    # ... unless a warm restart is asked for: a new schedule over the remaining epoch, saved with the run.
+    status, stdout, err = _run(train_main, [*resume, "--warm-restart"], capsys)
     assert status == 0, err
-    assert "epoch 2/2" in stdout and json.loads((out / "metrics.json").read_text())["epochs_done"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "epoch 2/2" in stdout and metrics["epochs_done"] == 2
+    assert metrics["schedule"]["epochs"] == 2 and metrics["schedule"]["first_epoch"] == 1
 
     status, stdout, err = _run(verify_main, ["--weights", out / "weights.pt", "--synthetic", "3,3", "--threads", "1"],
                                capsys)

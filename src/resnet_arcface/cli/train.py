@@ -1,9 +1,10 @@
 """``arcface-train``: train an embedding network with a margin loss."""
 import argparse
+import dataclasses
 import json
-import math
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -12,58 +13,120 @@ from torch import nn
 
 from .. import __version__
 from ..data.folders import read_image_folder
-from ..eval.verify import FARS, evaluate, evaluate_embeddings
+from ..data.augment import AUGMENTATIONS
+from ..eval.verify import evaluate_embeddings
+from ..learn.config import FINETUNE, MAX_FREEZE_STAGES, NOT_COMPARED, OPTIMIZERS, TrainConfig
 from ..learn.losses import LOSSES
-from ..learn.training import OPTIMIZERS, fit
+from ..learn.training import fit
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
-from .common import (ARCHS, CLI_SCALE, FILES, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail,
-                     _finite, _pair, _Parser, _positive, _write_atomic, build_model, device_flag, pair_counts)
+from ..models.shipped import AVAILABLE, WEIGHTS_DIR
+from .common import (ARCHS, FILES, VAL_SEED_OFFSET, UsageError, _common_flags, _fail, _finite, _pair, _Parser,
+                     _positive, _write_atomic, build_model, device_flag, pair_counts)
+
+
+#: ``arcface-train`` flags that set a :class:`TrainConfig` field of another name; every other field's flag is
+#: its name with dashes (``batch_size`` -> ``--batch-size``).
+FLAG_NAMES = {"s": "scale", "m": "margin"}
+_DEFAULTS = TrainConfig()
+
+
+def _flag(field: str) -> str:
+    return "--" + FLAG_NAMES.get(field, field).replace("_", "-")
 
 
 def _train_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="arcface-train", description=(
         "Train a ResNetArcFace embedding with a margin loss. Writes OUT/weights.pt (a plain state_dict for "
-        "resnet_arcface.load_checkpoint), OUT/metrics.json (per-epoch loss, training accuracy and open-set "
-        "verification on held-out identities) and OUT/checkpoint.pt (for --resume)."))
+        "resnet_arcface.load_checkpoint), OUT/metrics.json (the configuration, per-epoch loss, training accuracy "
+        "and open-set verification on held-out identities) and OUT/checkpoint.pt (for --resume). The training "
+        "flags are the fields of resnet_arcface.learn.config.TrainConfig, with its defaults."))
     _common_flags(parser)
-    parser.add_argument("--loss", choices=sorted(LOSSES), default="arcface", help="default: arcface")
-    parser.add_argument("--epochs", type=_positive(int), default=10, metavar="N", help="default: 10")
-    parser.add_argument("--batch-size", type=_positive(int), default=128, metavar="N", help="default: 128")
-    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd", help="default: sgd (momentum 0.9)")
-    parser.add_argument("--lr", type=_positive(float), help="peak learning rate (default: sgd 0.1, adamw 1e-3)")
+    d = _DEFAULTS
+    parser.add_argument("--loss", choices=sorted(LOSSES), help=f"default: {d.loss}")
+    parser.add_argument("--epochs", type=_positive(int), metavar="N",
+                        help=f"epochs; the learning rate's warm-up and cosine span them (default: {d.epochs})")
+    parser.add_argument("--batch-size", type=_positive(int), metavar="N", help=f"default: {d.batch_size}")
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
+                        help=f"default: {d.optimizer} (sgd: momentum 0.9)")
+    parser.add_argument("--lr", type=_positive(float), help="peak learning rate of the head (default: " +
+                        ", ".join(f"{k} {v[0]:g}" for k, v in sorted(OPTIMIZERS.items())) + ")")
+    parser.add_argument("--warmup", type=float, metavar="F", help=f"fraction of all steps over which the learning "
+                        f"rate rises linearly from 0, before its cosine decay (default: {d.warmup:g})")
+    parser.add_argument("--weight-decay", type=float, metavar="WD", help="weight decay of the 2-D weights; never "
+                        "on BatchNorm, PReLU or biases (default: " +
+                        ", ".join(f"{k} {v[1]:g}" for k, v in sorted(OPTIMIZERS.items())) + ")")
     parser.add_argument("--scale", type=_positive(float),
-                        help=f"the head's scale s (default: {CLI_SCALE:g}; not for softmax). InsightFace's 64 is made "
-                             f"for tens of thousands of identities: with a few hundred ArcFace stalls at 64")
+                        help="the head's scale s (default: AdaCos's sqrt(2) ln(C - 1) for C training identities, "
+                             "about 7.5 for 200; not for softmax). InsightFace's 64 is made for tens of thousands "
+                             "of identities: with a few hundred ArcFace stalls at 64")
     parser.add_argument("--margin", type=_positive(float), help="the head's m (default: arcface 0.5, cosface 0.35)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the network, the data order and, with "
-                        f"--synthetic, the identities (held-out ones use seed + {VAL_SEED_OFFSET}) (default: 0)")
+    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS),
+                        help=f"augmentation of each training batch (default: {d.augment})")
+    parser.add_argument("--seed", type=int, help="seeds the network, the data order, the augmentation and, with "
+                        f"--synthetic, the identities (held-out ones use seed + {VAL_SEED_OFFSET}) (default: {d.seed})")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help=f"processes reading batches (default: {d.workers}, read in this one)")
+    parser.add_argument("--init", metavar="{synthetic,FILE}",
+                        help="start from trained weights: the shipped ones (synthetic) or a state_dict FILE of the "
+                             "same --arch and --size; a new head is trained for the new identities. Fine-tuning "
+                             "defaults then apply: " + ", ".join(f"{_flag(k)} {v}" for k, v in FINETUNE.items()))
+    parser.add_argument("--backbone-lr-scale", type=float, metavar="F",
+                        help=f"the network's learning rate is F times the head's (default: {d.backbone_lr_scale:g}; "
+                             f"with --init: {FINETUNE.get('backbone_lr_scale', d.backbone_lr_scale):g})")
+    parser.add_argument("--freeze-stages", type=int, metavar="K",
+                        help=f"keep the first K stages' weights and BatchNorm statistics fixed: 1 the stem, 2..5 also "
+                             f"layer1..layer4, {MAX_FREEZE_STAGES} the whole network (default: {d.freeze_stages})")
+    parser.add_argument("--head-warmup-epochs", type=int, metavar="K",
+                        help=f"train only the head for the first K epochs (default: {d.head_warmup_epochs}; with "
+                             f"--init: {FINETUNE.get('head_warmup_epochs', d.head_warmup_epochs)})")
     parser.add_argument("--val", type=_pair, default=(100, 10), metavar="IDS,PER_ID",
                         help="with --synthetic: held-out identities verified each epoch (default: 100,10)")
     parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                         help="with --data: fraction of identities held out for verification (default: 0.2)")
     parser.add_argument("--out", type=Path, default=Path("runs/train"), metavar="DIR", help="output folder (default: runs/train)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out (repeat its flags)")
+    parser.add_argument("--warm-restart", action="store_true",
+                        help="with --resume and a new --epochs: keep the weights and optimizer state, and run a new "
+                             "learning-rate warm-up and cosine over the remaining epochs (without it, changing "
+                             "--epochs of a run is refused: its schedule would jump)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     return parser
 
 
-def _train_config(args: argparse.Namespace) -> Dict[str, Any]:
-    """What defines a run: compared on --resume, recorded in metrics.json."""
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` the flags ask for (``--init`` adds :data:`FINETUNE` under them)."""
     if args.loss == "softmax" and (args.scale is not None or args.margin is not None):
         raise UsageError("--scale/--margin: the softmax loss has neither; drop them or choose --loss arcface/cosface.")
-    if args.loss == "arcface" and args.margin is not None and args.margin >= math.pi / 2:
-        raise UsageError(f"--margin {args.margin}: ArcFace's margin is an angle in radians below pi/2; try 0.5.")
     if args.synthetic and args.val[1] < 2:
         raise UsageError(f"--val {args.val[0]},{args.val[1]}: verification needs at least 2 images per held-out "
                          f"identity (genuine pairs); try --val 100,10.")
     if args.data is not None and not 0 <= args.val_fraction < 1:
         raise UsageError(f"--val-fraction {args.val_fraction}: expected a fraction in [0, 1), e.g. 0.2.")
-    if args.loss != "softmax" and args.scale is None:
-        args.scale = CLI_SCALE
+    if args.warm_restart and not args.resume:
+        raise UsageError("--warm-restart restarts the schedule of a run being resumed; add --resume.")
+    given = {f.name: getattr(args, FLAG_NAMES.get(f.name, f.name)) for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in given.items() if v is not None}
+    fields = {**(FINETUNE if args.init is not None else {}), **given}
+    epochs = fields.get("epochs", _DEFAULTS.epochs)
+    if fields.get("head_warmup_epochs", 0) >= epochs:
+        source = "" if "head_warmup_epochs" in given else " (the --init default)"
+        raise UsageError(f"--head-warmup-epochs {fields['head_warmup_epochs']}{source} leaves no epoch to train the "
+                         f"network in --epochs {epochs}; give more --epochs or a smaller --head-warmup-epochs.")
+    try:
+        return TrainConfig(**fields)
+    except ValueError as err:  # the message names the field; name the flag too
+        bad = next((f for f in fields if f" {f} " in str(err) or f" {f}:" in str(err)), None)
+        prefix = f"{_flag(bad)}: " if bad else ""
+        raise UsageError(prefix + str(err).replace("TrainConfig: ", "")) from None
+
+
+def _run_config(args: argparse.Namespace, config: TrainConfig) -> Dict[str, Any]:
+    """What defines a run, as metrics.json records it: the network, the data, --init, and the resolved
+    :class:`TrainConfig`'s fields."""
     data = ({"synthetic": list(args.synthetic), "val": list(args.val)} if args.synthetic
             else {"folder": str(args.data), "val_fraction": args.val_fraction})
-    return {"arch": args.arch, "size": args.size, "loss": args.loss, "scale": args.scale, "margin": args.margin,
-            "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "data": data}
+    return {"arch": args.arch, "size": args.size, "data": data, "init": args.init, **config.to_dict()}
 
 
 def _train_data(args: argparse.Namespace) -> Tuple[Tuple[torch.Tensor, torch.Tensor], Optional[Tuple[torch.Tensor, torch.Tensor]], str]:
@@ -89,25 +152,34 @@ def _train_data(args: argparse.Namespace) -> Tuple[Tuple[torch.Tensor, torch.Ten
             f"{int(is_val.sum())} images of {n_val} identities")
 
 
-def _resume_state(out: Path, config: Dict[str, Any], epochs: int) -> Dict[str, Any]:
-    """The saved training state in ``out``, after checking it belongs to the same run."""
+def _resume_state(out: Path, run: Dict[str, Any], warm_restart: bool) -> Dict[str, Any]:
+    """The saved training state in ``out``, after checking it belongs to the same run (``run``: see
+    :func:`_run_config`) and that its learning-rate schedule is kept, or ``warm_restart`` is asked for."""
     if not (out / "checkpoint.pt").is_file() or not (out / "metrics.json").is_file():
         raise UsageError(f"--resume: {out} holds no run to resume (checkpoint.pt and metrics.json); drop --resume "
                          f"to start one.")
     try:
         saved = json.loads((out / "metrics.json").read_text())["config"]
         state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+        done, schedule = int(state["epoch"]), state["schedule"]
     except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
-        raise UsageError(f"--resume: cannot read the run in {out} ({type(err).__name__}); start afresh with "
-                         f"another --out.") from None
-    for key, value in config.items():
-        if saved.get(key) != value:
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(f"--resume: {flag} differs from the run in {out} ({json.dumps(value)} here, "
-                             f"{json.dumps(saved.get(key))} there); repeat that run's flags or choose another --out.")
-    if state["epoch"] >= epochs:
-        raise UsageError(f"--epochs {epochs}: the run in {out} has already trained {state['epoch']} epochs; pass a "
-                         f"larger --epochs to train longer.")
+        raise UsageError(f"--resume: cannot read the run in {out} ({type(err).__name__}: from another version?); "
+                         f"start afresh with another --out.") from None
+    for key in sorted(set(run) | set(saved)):
+        if key in ("epochs", *NOT_COMPARED) or saved.get(key) == run.get(key):
+            continue
+        flag = {"arch": "--arch", "size": "--size", "data": "--synthetic/--data/--val/--val-fraction",
+                "init": "--init"}.get(key) or _flag(key)
+        raise UsageError(f"--resume: {flag} differs from the run in {out} ({json.dumps(run.get(key))} here, "
+                         f"{json.dumps(saved.get(key))} there); repeat that run's flags or choose another --out.")
+    epochs = run["epochs"]
+    if done >= epochs:
+        raise UsageError(f"--epochs {epochs}: the run in {out} has already trained {done} epochs; pass a larger "
+                         f"--epochs with --warm-restart to train longer.")
+    if epochs != schedule["epochs"] and not warm_restart:
+        raise UsageError(f"--epochs {epochs}: the run in {out} has a learning-rate schedule over "
+                         f"{schedule['epochs']} epochs; repeat --epochs {schedule['epochs']}, or add --warm-restart for "
+                         f"a new warm-up and cosine over epochs {done + 1}..{epochs}.")
     return state
 
 
@@ -121,6 +193,54 @@ def _epoch_line(history: Dict[str, List[Any]], epochs: int) -> str:
     return line + f"  {history['images_per_s'][e]:,.0f} img/s"
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot hold a run, before anything is trained or written."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder path.")
+    clash = [f for f in FILES if (out / f).exists()]
+    if clash:
+        raise UsageError(f"--out {out} already holds a run ({', '.join(clash)}); pass --resume to continue it, or "
+                         f"choose another --out.")
+    _check_writable(out)
+
+
+def _check_writable(out: Path) -> None:
+    """A ``UsageError`` unless files can be created in ``out`` (or, if it does not exist yet, in the folder that
+    will hold it): probed with a temporary file, removed at once, so that a run does not fail at its first save."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file, so no folder can be made there; choose another --out.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot write in {existing} ({err.strerror or type(err).__name__}); choose "
+                         f"another --out.") from None
+
+
+def _init_weights(model: nn.Module, init: str, arch: str, size: int) -> None:
+    """Load ``--init`` (a shipped weights name or a state_dict file) into ``model``, or raise a ``UsageError``."""
+    if init in AVAILABLE:
+        path = WEIGHTS_DIR / f"{init}.pt"
+        if not path.is_file():
+            raise UsageError(f"--init {init}: the shipped weights are missing from {WEIGHTS_DIR}; rebuild them "
+                             f"with arcface-weights.")
+    else:
+        path = Path(init)
+        if not path.is_file():
+            raise UsageError(f"--init {init}: no such file, and not a shipped weights name ({', '.join(AVAILABLE)}); "
+                             f"give a state_dict file written by arcface-train (weights.pt).")
+    try:
+        load_checkpoint(model, path)
+    except CheckpointMismatchError:
+        raise UsageError(f"--init {init} does not fit the {arch} network at {size} px; pass the --arch and --size "
+                         f"it was trained with.") from None
+    except ValueError as err:
+        raise UsageError(f"--init {init}: {str(err).splitlines()[0]}") from None
+
+
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``arcface-train``; returns the exit status."""
     args = _train_parser().parse_args(argv)
@@ -129,31 +249,33 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         args.arch = args.arch or "small"
         args.size = args.size or ARCHS[args.arch]
         config = _train_config(args)
+        args.seed = config.seed
         out: Path = args.out
-        if args.resume:
-            state = _resume_state(out, config, args.epochs)
+        if not args.resume:
+            _check_out(out)
         else:
-            state = None
-            clash = [f for f in FILES if (out / f).exists()]
-            if clash:
-                raise UsageError(f"--out {out} already holds a run ({', '.join(clash)}); pass --resume to continue "
-                                 f"it, or choose another --out.")
-            if out.exists() and not out.is_dir():
-                raise UsageError(f"--out {out} is a file; give a folder path.")
+            _check_writable(out)
         device = device_flag(args.device)
         torch.set_num_threads(args.threads)
-        torch.manual_seed(args.seed)
+        torch.manual_seed(config.seed)
         model = build_model(args.arch, args.size)
+        if args.init is not None:
+            _init_weights(model, args.init, args.arch, args.size)
         train, val, described = _train_data(args)
+        config = config.resolved(int(len(torch.unique(train[1]))))
+        run = _run_config(args, config)
+        state = _resume_state(out, run, args.warm_restart) if args.resume else None
     except (UsageError, ValueError) as err:
         return _fail(prog, str(err))
 
+    scale = "" if config.loss == "softmax" else f" (s {config.s:.3g}, m {config.m:g})"
     print(f"{prog}: {args.arch} network at {args.size} px ({sum(p.numel() for p in model.parameters()):,} "
-          f"parameters), {args.loss} loss, {device}, {args.threads} CPU thread(s)")
+          f"parameters){'' if args.init is None else ' from ' + args.init}, {config.loss} loss{scale}, "
+          f"{config.optimizer} at lr {config.lr:g}, {device}, {args.threads} CPU thread(s)")
     print(f"data: {described}")
     metrics: Dict[str, Any] = {
         "command": "arcface-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
-        "config": config, "device": str(device), "threads": args.threads, "torch": torch.__version__,
+        "config": run, "device": str(device), "threads": args.threads, "torch": torch.__version__,
         "resnet_arcface": __version__, "train_images": len(train[0]),
         "train_identities": int(len(torch.unique(train[1]))),
         "val_images": 0 if val is None else len(val[0]),
@@ -164,17 +286,16 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     def save(snapshot: Dict[str, Any]) -> None:
         out.mkdir(parents=True, exist_ok=True)
         history = snapshot["history"]
-        metrics.update(epochs=args.epochs, epochs_done=snapshot["epoch"], history=history,
-                       final=history["verification"][-1])
+        metrics.update(epochs=config.epochs, epochs_done=snapshot["epoch"], schedule=snapshot["schedule"],
+                       history=history, final=history["verification"][-1])
         _write_atomic(out / "checkpoint.pt", snapshot)
         _write_atomic(out / "weights.pt", snapshot["model"])
         _write_atomic(out / "metrics.json", json.dumps(_finite(metrics), indent=1) + "\n")
-        print(_epoch_line(history, args.epochs), flush=True)
+        print(_epoch_line(history, config.epochs), flush=True)
 
     try:
-        fit(model, *train, loss=args.loss, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            optimizer=args.optimizer, s=args.scale, m=args.margin, seed=args.seed, device=device, val=val,
-            progress=not args.no_progress, resume=state, on_epoch_end=save)
+        fit(model, *train, config, device=device, val=val, progress=not args.no_progress, resume=state,
+            warm_restart=args.warm_restart, on_epoch_end=save)
     except KeyboardInterrupt:
         return _fail(prog, f"interrupted; {out} holds the last finished epoch, --resume continues it", 130)
     except FloatingPointError as err:

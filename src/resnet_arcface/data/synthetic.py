@@ -12,7 +12,8 @@ does well: that gap is what face-recognition training is for. The ranges are mod
 minutes on a CPU (see :mod:`resnet_arcface.pretrained`).
 
 Identities are keyed by ``(seed, index)``: identity ``i`` of seed ``s`` is drawn from its own
-random stream (numpy's ``SeedSequence([s, i])``). Two consequences the training code relies on:
+random stream (numpy's ``SeedSequence([s, i])``), for seeds in [0, 2**32): a larger seed would alias a smaller
+one's identities, so it is refused. Two consequences the training code relies on:
 
 * *Disjoint across seeds.* Identities of different seeds are independent continuous draws, so
   no identity of seed 1 equals one of seed 0 (that has probability zero), and a held-out identity
@@ -24,7 +25,7 @@ random stream (numpy's ``SeedSequence([s, i])``). Two consequences the training 
 Rendering is vectorised over the batch in torch: every part is a soft-edged (anti-aliased)
 ellipse or band evaluated on an ``(N, size, size)`` coordinate grid.
 """
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -61,9 +62,16 @@ OCCLUSION_P = 0.1
 _CHUNK_PIXELS = 1 << 16  # pixels rendered at once: small enough for the CPU cache, large enough for few ops
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"synthetic_faces: {name} must be an int >= {low}, got {value!r}.")
+#: Seeds are 32-bit: ``SeedSequence([seed, i])`` splits a larger int into 32-bit words, so seed ``2**32 + k``
+#: would draw some of seed ``k``'s identities, and "held-out" identities could be training ones.
+SEED_LIMIT = 2**32
+
+
+def _check_int(name: str, value: object, low: int, limit: Optional[int] = None) -> int:
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
+            or (limit is not None and value >= limit)):
+        bound = "" if limit is None else " and below 2**32"
+        raise ValueError(f"synthetic_faces: {name} must be an int >= {low}{bound}, got {value!r}.")
     return int(value)
 
 
@@ -79,7 +87,7 @@ def identity_parameters(num_identities: int, seed: int = 0) -> torch.Tensor:
         - Output: ``(num_identities, len(IDENTITY_RANGES))``, float64.
     """
     num_identities = _check_int("num_identities", num_identities, 1)
-    seed = _check_int("seed", seed, 0)
+    seed = _check_int("seed", seed, 0, SEED_LIMIT)
     k = len(IDENTITY_RANGES)
     return torch.from_numpy(np.stack([_streams(seed, i)[0].random(k) for i in range(num_identities)]))
 
@@ -238,7 +246,7 @@ def synthetic_faces(num_identities: int, per_identity: int, size: int = 128,
         num_identities: How many identities (labels ``0 .. num_identities - 1``).
         per_identity: Images per identity.
         size: Side of the square images, in pixels (at least 8). The drawing scales with it.
-        seed: Non-negative int that selects the identities and their images.
+        seed: Int in [0, 2**32) that selects the identities and their images (:data:`SEED_LIMIT`).
 
     Returns:
         ``(images, labels)``: gray images in [0, 1], grouped by identity, and their identity labels.
@@ -250,7 +258,7 @@ def synthetic_faces(num_identities: int, per_identity: int, size: int = 128,
     num_identities = _check_int("num_identities", num_identities, 1)
     per_identity = _check_int("per_identity", per_identity, 1)
     size = _check_int("size", size, 8)
-    seed = _check_int("seed", seed, 0)
+    seed = _check_int("seed", seed, 0, SEED_LIMIT)
     ids, nuis, noise = [], [], []
     for i in range(num_identities):
         id_rng, img_rng, noise_rng = _streams(seed, i)

@@ -14,11 +14,14 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 
 from ..models.shipped import WEIGHTS_DIR
+from .config import TrainConfig
 from ..nn.model import SMALL_CONFIG, ResNetArcFace
 
-#: How the shipped weights are trained: identities, images and the optimisation, all from ``seed``.
+#: How the shipped weights are trained: identities, images and the optimisation, all from ``seed``. Every key
+#: but the data's (``identities``, ``per_identity``) is a :class:`~resnet_arcface.learn.config.TrainConfig` field
+#: (see :func:`train_config`).
 RECIPE: Dict[str, Any] = dict(identities=2000, per_identity=12, seed=0, epochs=10, batch_size=64,
-                              optimizer="adamw", lr=2e-3, flip=True)
+                              optimizer="adamw", lr=2e-3, augment="flip")
 #: Scale and margin of each margin loss: one scale for both (InsightFace's s = 64, tuned for 85,000
 #: identities, does not train with two thousand and this budget), each loss's usual margin.
 MARGINS: Dict[str, Dict[str, float]] = {"arcface": dict(s=32.0, m=0.5), "cosface": dict(s=32.0, m=0.35)}
@@ -30,6 +33,12 @@ EVALUATION: Dict[str, Any] = dict(identities=300, per_identity=6, seed=2000)
 REQUIREMENT: Dict[str, float] = dict(far=1e-3, min_tar=0.90)
 #: Losses trained side by side on the same budget; the first one is shipped.
 LOSSES = ("arcface", "cosface", "softmax")
+
+
+def train_config(loss: str) -> TrainConfig:
+    """The :class:`TrainConfig` that trains ``loss``'s network: :data:`RECIPE` with ``loss``'s :data:`MARGINS`."""
+    fields = {k: v for k, v in RECIPE.items() if k not in ("identities", "per_identity")}
+    return TrainConfig(loss=loss, **fields, **MARGINS.get(loss, {}))
 
 
 def build(out: Union[str, Path] = WEIGHTS_DIR, name: str = "synthetic", losses: Sequence[str] = LOSSES,
@@ -57,9 +66,7 @@ def build(out: Union[str, Path] = WEIGHTS_DIR, name: str = "synthetic", losses: 
         start = time.perf_counter()
         torch.manual_seed(r["seed"])
         model = resnet_arcface_small()
-        history = fit(model, images, labels, loss=loss, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
-                      optimizer=r["optimizer"], flip=r["flip"], seed=r["seed"], device="cpu", progress=progress,
-                      **MARGINS.get(loss, {}))
+        history = fit(model, images, labels, train_config(loss), device="cpu", progress=progress)
         results[loss] = {**_rounded(evaluate(model, test_images, test_labels)),
                          "train_loss": [round(v, 4) for v in history["loss"]],
                          "train_accuracy": [round(v, 4) for v in history["train_accuracy"]],
@@ -81,7 +88,8 @@ def write(out: Union[str, Path], name: str, loss: str, model: ResNetArcFace, res
     report = {
         "name": name, "weights": f"{name}.pt", "loss": loss,
         "model": {k: (v if isinstance(v, (int, bool, str)) else list(v)) for k, v in SMALL_CONFIG.items()},
-        "recipe": {**RECIPE, "size": SMALL_CONFIG["input_size"], "margins": MARGINS},
+        "recipe": {**RECIPE, "size": SMALL_CONFIG["input_size"], "margins": MARGINS,
+                   "train_config": train_config(loss).to_dict()},
         "evaluation": {**EVALUATION, "size": SMALL_CONFIG["input_size"],
                        "protocol": "open set: identities of another seed than training's; every pair of their "
                                    "images, scored by the cosine of the embeddings"},
