@@ -182,3 +182,19 @@ def test_runs_on_the_images_device_with_cpu_draws():
         pytest.skip("no CUDA device")
     x = batch(c=3)
     torch.testing.assert_close(augment.faces(x.cuda(), gen(2)).cpu(), augment.faces(x, gen(2)), rtol=0, atol=1e-4)
+
+
+def test_fit_trains_with_faces_and_the_same_seed_gives_the_same_network():
+    from resnet_arcface import fit, resnet_arcface_small
+
+    images, labels = batch(n=8, size=32), torch.arange(8) % 2
+
+    def trained(seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = resnet_arcface_small()
+        fit(model, images, labels, epochs=2, batch_size=4, augment="faces", seed=seed, device="cpu", progress=False)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    first = trained(0)
+    torch.testing.assert_close(trained(0), first, rtol=0, atol=0)
+    assert not torch.equal(trained(1), first)
