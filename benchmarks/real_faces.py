@@ -14,8 +14,9 @@ fine-tuning, training from scratch); the other 20 are only ever scored, over eve
   the shipped ones with ``learn.config.FINETUNE`` (what ``arcface-train --init synthetic`` uses), each with the
   named augmentation (``resnet_arcface.data.augment``).
 - ``... + LDA head``: the same network, then LDA fitted on its embeddings of the training identities.
-- ``... layer-3 map``: the same network's ``layer3`` output, flattened (1,024 numbers at 32 px), compared by
-  cosine: not an embedding the package serves, a diagnostic of where identity is lost on real faces.
+- ``... layer-3 map`` (``layer-2 map``): the same network's ``layer3`` (``layer2``) output, flattened (1,024
+  (2,048) numbers at 32 px), compared by cosine: not an embedding the package serves, a diagnostic of where
+  identity is lost on real faces.
 
 Choices (epochs, augmentation, frozen stages, learning rates, the LDA head) were made with ``--protocol val``,
 which never looks at the held-out 20: it splits each split's 20 training identities again, 14 to fit and 6 to
@@ -115,24 +116,26 @@ def trained(init: str, overrides: Dict[str, Any], x_fit: torch.Tensor, y_fit: to
 
 
 @torch.no_grad()
-def layer3_map(model: Any, images: torch.Tensor) -> np.ndarray:
-    """The network's ``layer3`` output, flattened: a diagnostic of where the embedding loses identity.
+def feature_map(model: Any, images: torch.Tensor, stage: str) -> np.ndarray:
+    """The network's ``layer2`` or ``layer3`` output, flattened: a diagnostic of where the embedding loses identity.
 
     Shape:
-        - images: ``(N, 1, H, W)`` in [0, 1]; Output: ``(N, 64 * 4 * 4)`` for the small network at 32 px
+        - images: ``(N, 1, H, W)`` in [0, 1]
+        - Output: ``(N, 32 * 8 * 8)`` (``layer2``) or ``(N, 64 * 4 * 4)`` (``layer3``), small network at 32 px
     """
     x = preprocess(images, size=model.input_size)
-    x = model.maxpool(model.prelu(model.bn1(model.conv1(x))))
-    return model.layer3(model.layer2(model.layer1(x))).flatten(1).numpy()
+    x = model.layer2(model.layer1(model.maxpool(model.prelu(model.bn1(model.conv1(x))))))
+    return (x if stage == "layer2" else model.layer3(x)).flatten(1).numpy()
 
 
 def network(init: str, head: str = "embedding", **overrides: Any) -> Features:
     """A method that reads the network of :func:`trained`: its embedding (``head="embedding"``), an LDA head
-    fitted on the training identities' embeddings (``"lda"``), or its layer-3 map (``"layer3"``)."""
+    fitted on the training identities' embeddings (``"lda"``), or its layer-2 or layer-3 map (``"layer2"``,
+    ``"layer3"``)."""
     def features(x_fit: torch.Tensor, y_fit: torch.Tensor, x_score: torch.Tensor, seed: int) -> np.ndarray:
         model = trained(init, overrides, x_fit, y_fit, seed)
-        if head == "layer3":
-            return layer3_map(model, x_score)
+        if head in ("layer2", "layer3"):
+            return feature_map(model, x_score, head)
         scored = embed(model, x_score).numpy()
         return lda_head(embed(model, x_fit).numpy(), y_fit, scored) if head == "lda" else scored
 
@@ -147,9 +150,12 @@ METHODS: Dict[str, Features] = {
     "shipped, as is": network("synthetic", epochs=0),
     "shipped frozen + LDA head": network("synthetic", "lda", epochs=0),
     "shipped frozen, layer-3 map": network("synthetic", "layer3", epochs=0),
+    "scratch, flip": network("scratch", augment="flip"),
+    "scratch, flip, layer-3 map": network("scratch", "layer3", augment="flip"),
     "scratch, faces": network("scratch"),
     "scratch, faces + LDA head": network("scratch", "lda"),
     "scratch, faces, layer-3 map": network("scratch", "layer3"),
+    "scratch, faces, layer-2 map": network("scratch", "layer2"),
     "fine-tune, flip": network("synthetic", augment="flip"),
     "fine-tune, faces": network("synthetic"),
     "fine-tune, faces + LDA head": network("synthetic", "lda"),
