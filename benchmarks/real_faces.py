@@ -14,6 +14,8 @@ fine-tuning, training from scratch); the other 20 are only ever scored, over eve
   the shipped ones with ``learn.config.FINETUNE`` (what ``arcface-train --init synthetic`` uses), each with the
   named augmentation (``resnet_arcface.data.augment``).
 - ``... + LDA head``: the same network, then LDA fitted on its embeddings of the training identities.
+- ``... re-initialised``: fine-tuning after drawing the named stages' weights afresh (``fc5`` and ``bn5``, the
+  embedding layer; or also ``layer4`` and ``bn4``), the stages that specialised on synthetic identities.
 - ``... layer-3 map`` (``layer-2 map``): the same network's ``layer3`` (``layer2``) output, flattened (1,024
   (2,048) numbers at 32 px), compared by cosine: not an embedding the package serves, a diagnostic of where
   identity is lost on real faces.
@@ -96,18 +98,26 @@ def fisherfaces(x_fit: torch.Tensor, y_fit: torch.Tensor, x_score: torch.Tensor,
 _TRAINED: Dict[Tuple[Any, ...], Any] = {}
 
 
-def trained(init: str, overrides: Dict[str, Any], x_fit: torch.Tensor, y_fit: torch.Tensor, seed: int) -> Any:
+def trained(init: str, overrides: Dict[str, Any], x_fit: torch.Tensor, y_fit: torch.Tensor, seed: int,
+            reinit: Tuple[str, ...] = ()) -> Any:
     """The small network after :func:`resnet_arcface.fit` on the training identities (cached per split).
 
     ``init`` is ``"synthetic"`` (the shipped weights, with ``FINETUNE`` under ``overrides``) or ``"scratch"``.
+    ``reinit`` names modules (e.g. ``("fc5", "bn5")``) whose weights are drawn afresh before training: the
+    stages that specialised on synthetic identities start again, the others keep what they learned.
     """
-    key = (init, tuple(sorted(overrides.items())), seed, tuple(torch.unique(y_fit).tolist()))
+    key = (init, tuple(sorted(overrides.items())), reinit, seed, tuple(torch.unique(y_fit).tolist()))
     if key not in _TRAINED:
         if init == "synthetic":
             model, config = pretrained("synthetic"), {**RECIPE, **FINETUNE, **overrides}
         else:
             torch.manual_seed(seed)
             model, config = resnet_arcface_small(), {**RECIPE, **overrides}
+        torch.manual_seed(seed)
+        for name in reinit:
+            for module in getattr(model, name).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
         if config["epochs"] > 0:
             fit(model, x_fit, y_fit, seed=seed, device="cpu", progress=False, **config)
         _TRAINED.clear()  # one network at a time: the rows of one training are adjacent in METHODS
@@ -128,12 +138,12 @@ def feature_map(model: Any, images: torch.Tensor, stage: str) -> np.ndarray:
     return (x if stage == "layer2" else model.layer3(x)).flatten(1).numpy()
 
 
-def network(init: str, head: str = "embedding", **overrides: Any) -> Features:
+def network(init: str, head: str = "embedding", reinit: Tuple[str, ...] = (), **overrides: Any) -> Features:
     """A method that reads the network of :func:`trained`: its embedding (``head="embedding"``), an LDA head
     fitted on the training identities' embeddings (``"lda"``), or its layer-2 or layer-3 map (``"layer2"``,
     ``"layer3"``)."""
     def features(x_fit: torch.Tensor, y_fit: torch.Tensor, x_score: torch.Tensor, seed: int) -> np.ndarray:
-        model = trained(init, overrides, x_fit, y_fit, seed)
+        model = trained(init, overrides, x_fit, y_fit, seed, reinit)
         if head in ("layer2", "layer3"):
             return feature_map(model, x_score, head)
         scored = embed(model, x_score).numpy()
@@ -160,6 +170,13 @@ METHODS: Dict[str, Features] = {
     "fine-tune, faces": network("synthetic"),
     "fine-tune, faces + LDA head": network("synthetic", "lda"),
     "fine-tune, faces, layer-3 map": network("synthetic", "layer3"),
+    "fine-tune, flip, fc5 re-initialised": network("synthetic", augment="flip", reinit=("fc5", "bn5")),
+    "fine-tune, flip, fc5 re-initialised, layer-3 map": network("synthetic", "layer3", augment="flip",
+                                                               reinit=("fc5", "bn5")),
+    "fine-tune, flip, layer4 + fc5 re-initialised": network("synthetic", augment="flip",
+                                                           reinit=("layer4", "bn4", "fc5", "bn5")),
+    "fine-tune, flip, layer4 + fc5 re-initialised, layer-3 map": network(
+        "synthetic", "layer3", augment="flip", reinit=("layer4", "bn4", "fc5", "bn5")),
 }
 
 
