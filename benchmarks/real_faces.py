@@ -20,9 +20,9 @@ fine-tuning, training from scratch); the other 20 are only ever scored, over eve
   (2,048) numbers at 32 px), compared by cosine: not an embedding the package serves, a diagnostic of where
   identity is lost on real faces.
 
-Choices (epochs, augmentation, frozen stages, learning rates, the LDA head) were made with ``--protocol val``,
-which never looks at the held-out 20: it splits each split's 20 training identities again, 14 to fit and 6 to
-score. ``--protocol test`` (the default) is the table of ``benchmarks/real_faces.md``.
+Choices (epochs, augmentation, frozen stages, learning rates, the LDA head, re-initialised stages) were made on
+validation identities only, as ``--protocol val`` does, which never looks at the held-out 20: it splits each
+split's 20 training identities again, 14 to fit and 6 to score. ``--protocol test`` (the default) is the table of ``benchmarks/real_faces.md``.
 
     SCIKIT_LEARN_DATA=... python benchmarks/real_faces.py --threads 1          # the table (about 15 min, 1 thread)
     python benchmarks/real_faces.py --protocol val --methods fine-tune ...    # the choices
