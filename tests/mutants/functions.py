@@ -141,3 +141,94 @@ _variant("fold_conv_bn", "fold_without_mean", "forgot the running mean", fold, m
 _variant("fold_conv_bn", "fold_var_not_std", "used var instead of sqrt(var + eps)", fold, root=False)
 _variant("fold_conv_bn", "fold_without_eps", "eps missing", fold, eps=False)
 _variant("fold_conv_bn", "fold_input_axis", "scaled the input-channel axis instead of the output axis", fold, axis=1)
+
+
+
+# Chapter 9's exercise: the cosine identity loss, weight * mean(1 - cos).
+def cosine_identity(model, output, target, weight=1.0, detach=True, one=True, dim=1, reduce=torch.mean, train=False,
+                    l1=False):
+    def embed(x):
+        gray = (x * LUMA).sum(1, keepdim=True)
+        return model(F.interpolate(gray, size=(model.input_size,) * 2, mode="bilinear", align_corners=False))
+    model.train(train)
+    e_target = embed(target)
+    e_target = e_target.detach() if detach else e_target
+    e_out = embed(output)
+    if l1:
+        return weight * (e_out - e_target).abs().mean()
+    cosine = F.cosine_similarity(e_out, e_target, dim=dim)
+    return weight * reduce(1 - cosine if one else cosine)
+
+
+@mutant("cosine_identity_loss", "GFPGAN's L1 instead of the cosine")
+def cosine_identity_l1(model, output, target, weight=1.0):
+    return cosine_identity(model, output, target, weight, l1=True)
+
+
+@mutant("cosine_identity_loss", "cosine instead of 1 - cosine")
+def cosine_identity_not_one_minus(model, output, target, weight=1.0):
+    return cosine_identity(model, output, target, weight, one=False)
+
+
+@mutant("cosine_identity_loss", "cosine along the batch axis")
+def cosine_identity_batch_axis(model, output, target, weight=1.0):
+    return cosine_identity(model, output, target, weight, dim=0)
+
+
+@mutant("cosine_identity_loss", "summed over the batch instead of averaged")
+def cosine_identity_summed(model, output, target, weight=1.0):
+    return cosine_identity(model, output, target, weight, reduce=torch.sum)
+
+
+@mutant("cosine_identity_loss", "target not detached")
+def cosine_identity_target_attached(model, output, target, weight=1.0):
+    return cosine_identity(model, output, target, weight, detach=False)
+
+
+@mutant("cosine_identity_loss", "model in train mode")
+def cosine_identity_train_mode(model, output, target, weight=1.0):
+    try:
+        return cosine_identity(model, output, target, weight, train=True)
+    finally:
+        model.eval()
+
+
+# Chapter 10's exercise: a BatchNorm BEFORE a zero-padded convolution, folded into (filters, bias map).
+def fold_before(bn, conv, size, per_channel=False, axis=1, mean=True, eps=True, conv_bias=True):
+    with torch.no_grad():
+        scale = bn.weight / (bn.running_var + (bn.eps if eps else 0.0)).sqrt()
+        shift = bn.bias - (scale * bn.running_mean if mean else 0.0)
+        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
+        folded.weight.copy_(conv.weight * scale.view([-1 if d == axis else 1 for d in range(4)]))
+        bias = conv.bias if conv.bias is not None and conv_bias else None
+        constant = shift.view(1, -1, 1, 1).expand(1, -1, *size)
+        bias_map = F.conv2d(constant, conv.weight, bias, conv.stride, conv.padding)[0]
+        if per_channel:  # the tempting fold: the centre value everywhere, as if the padding held the shift too
+            inner = (conv.weight * shift.view(1, -1, 1, 1)).sum((1, 2, 3)) + (bias if bias is not None else 0.0)
+            bias_map = inner.view(-1, 1, 1).expand_as(bias_map).clone()
+    return folded, bias_map
+
+
+@mutant("fold_bn_conv", "a per-channel bias")
+def fold_before_per_channel(bn, conv, size):
+    return fold_before(bn, conv, size, per_channel=True)
+
+
+@mutant("fold_bn_conv", "scaled the output-channel axis")
+def fold_before_output_axis(bn, conv, size):
+    return fold_before(bn, conv, size, axis=0)
+
+
+@mutant("fold_bn_conv", "forgot the running mean")
+def fold_before_without_mean(bn, conv, size):
+    return fold_before(bn, conv, size, mean=False)
+
+
+@mutant("fold_bn_conv", "eps missing")
+def fold_before_without_eps(bn, conv, size):
+    return fold_before(bn, conv, size, eps=False)
+
+
+@mutant("fold_bn_conv", "forgot the convolution's own bias")
+def fold_before_without_conv_bias(bn, conv, size):
+    return fold_before(bn, conv, size, conv_bias=False)
