@@ -2,12 +2,15 @@
 
 Two kinds of exercise, two tests.
 
-- **Implement it yourself** (every chapter that calls a ``check_*`` of :data:`resnet_arcface.teach.exercises.EXERCISES`):
+- **Implement it yourself** (every chapter that calls a ``check_*`` of
+  :data:`resnet_arcface.teach.exercises.EXERCISES`):
   the student edition of the chapter (:func:`resnet_arcface.teach.coursework.student.stub_notebook`) is executed
   in-process, cell by cell, up to the exercise's stub; then every function and class those cells defined is handed
   to the exercise's check. None may pass: a learner must not be able to copy the answer from a cell above.
-  Cells that fail (an earlier exercise's stub, its self-check) are skipped, as a learner's kernel would go on.
-  Nothing is skipped for speed: every chapter runs in under a minute, and only its cells above the exercise run.
+  Cells that fail (an earlier exercise's stub, its self-check, a cell tagged ``raises-exception``) are skipped, as a
+  learner's kernel would go on; any other failing cell fails the test, since a chapter that breaks early would
+  define nothing and pass vacuously. Nothing is skipped for speed: every chapter runs in about a minute at most,
+  and only its cells above the exercise run.
 - **Predict, then measure**: in the student edition with outputs kept (the HTML book), no code cell right under a
   predict prompt (before the next prose cell) shows an output; the measurement there is the learner's to run.
 """
@@ -56,19 +59,26 @@ def _cases() -> List[Tuple[Path, str]]:
 CASES = _cases()
 
 
-def _run_cells(cells: List[nbformat.NotebookNode], module: types.ModuleType) -> None:
-    """Execute code cells in ``module``'s namespace, as a kernel would; a cell that raises is skipped."""
+def _run_cells(cells: List[nbformat.NotebookNode], module: types.ModuleType) -> List[str]:
+    """Execute code cells in ``module``'s namespace, as a kernel would; a cell that raises is skipped.
+
+    Returns one line per failing cell that should not fail: not a stub (tagged ``exercise``), not the self-check
+    right after one, not tagged ``raises-exception``."""
     from IPython.core.inputtransformer2 import TransformerManager
 
-    transform = TransformerManager().transform_cell
-    for cell in cells:
-        if cell.cell_type != "code" or "remove-cell" in cell.metadata.get("tags", []):  # the Colab installer
+    transform, unexpected, after_stub = TransformerManager().transform_cell, [], False
+    for index, cell in enumerate(cells):
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type != "code" or "remove-cell" in tags:  # prose, or the Colab installer
             continue
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                exec(compile(transform(cell.source), "<cell>", "exec"), module.__dict__)
-        except BaseException:  # a stub's NotImplementedError, its self-check, a %magic: go on, as a learner would
-            continue
+                exec(compile(transform(cell.source), f"<cell {index}>", "exec"), module.__dict__)
+        except BaseException as error:  # go on, as a learner would
+            if not ({"exercise", "raises-exception"} & set(tags) or after_stub):
+                unexpected.append(f"cell {index}: {type(error).__name__}: {str(error)[:200]}")
+        after_stub = "exercise" in tags
+    return unexpected
 
 
 def _defined(module: types.ModuleType) -> Dict[str, object]:
@@ -97,10 +107,12 @@ def test_no_cell_above_an_exercise_passes_its_check(path, exercise, monkeypatch)
     monkeypatch.chdir(NOTEBOOKS)  # chapters read files relative to their folder
     threads = torch.get_num_threads()
     try:
-        _run_cells(nb.cells[:stub_index], module)  # everything a learner sees above the exercise, run
+        broken = _run_cells(nb.cells[:stub_index], module)  # everything a learner sees above the exercise, run
     finally:
         torch.set_num_threads(threads)
         plt.close("all")
+    assert not broken, (f"{path.name}: cells above exercise {exercise!r} fail in the student edition:\n"
+                        + "\n".join(broken))
     check = EXERCISES[exercise][1]
     passing = []
     for name, obj in _defined(module).items():
