@@ -24,10 +24,11 @@ from resnet_arcface.learn.losses import arcface_logits, identity_loss
 from resnet_arcface.eval.verify import tar_at_far
 from resnet_arcface.teach.checks import CheckFailed
 from resnet_arcface.teach.exercises import (EXERCISES, check_arcface_logits, check_basic_block, check_bottleneck,
-                                      check_conv3x3, check_fold_conv_bn, check_identity_loss, check_ir_block,
-                                      check_resnet_arcface, check_se_block, check_tar_at_far,
-                                      check_cosine_identity_loss, check_fold_bn_conv, cosine_identity_loss,
-                                      fold_bn_conv)
+                                            check_conv3x3, check_easy_margin_logits, check_fold_conv_bn,
+                                            check_identity_loss, check_ir_block, check_resnet_arcface,
+                                            check_se_block, check_tar_at_far, easy_margin_logits,
+                                            check_cosine_identity_loss, check_fold_bn_conv,
+                                            cosine_identity_loss, fold_bn_conv)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mutants import MUTANTS  # noqa: E402
@@ -167,6 +168,13 @@ def scratch_arcface_logits(cosine, labels, s=64.0, m=0.5):
     return s * (one_hot * phi + (1 - one_hot) * cosine)
 
 
+def scratch_easy_margin_logits(cosine, labels, s=64.0, m=0.5):
+    sin = torch.sqrt((1 - cosine ** 2).clamp(min=1e-9))
+    phi = torch.where(cosine > 0, cosine * math.cos(m) - sin * math.sin(m), cosine)
+    one_hot = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
+    return s * (one_hot * phi + (1 - one_hot) * cosine)
+
+
 def scratch_tar_at_far(scores, same, far):
     """Accept score > the (k+1)-th highest impostor score, k = floor(far * impostors)."""
     impostors = scores[~same].sort(descending=True).values
@@ -220,13 +228,14 @@ def scratch_fold_conv_bn(conv, bn):
 CORRECT = [
     ("conv3x3", scratch_conv3x3), ("basic_block", ScratchBasicBlock), ("bottleneck", ScratchBottleneck),
     ("se_block", ScratchSEBlock), ("ir_block", ScratchIRBlock), ("resnet_arcface", ScratchResNetArcFace),
-    ("arcface_logits", scratch_arcface_logits), ("tar_at_far", scratch_tar_at_far),
+    ("easy_margin_logits", scratch_easy_margin_logits), ("tar_at_far", scratch_tar_at_far),
     ("cosine_identity_loss", scratch_cosine_identity_loss), ("fold_bn_conv", scratch_fold_bn_conv),
 ]
 #: The package's own answers: they pass every comparison and are then rejected, because reuse is checked last.
 REFERENCES = [("conv3x3", ra.conv3x3), ("basic_block", ra.BasicBlock), ("bottleneck", ra.Bottleneck),
               ("se_block", ra.SEBlock), ("ir_block", ra.IRBlock), ("resnet_arcface", ra.ResNetArcFace),
-              ("arcface_logits", arcface_logits), ("tar_at_far", tar_at_far), ("cosine_identity_loss", cosine_identity_loss),
+              ("easy_margin_logits", easy_margin_logits), ("tar_at_far", tar_at_far),
+              ("cosine_identity_loss", cosine_identity_loss),
               ("fold_bn_conv", fold_bn_conv)]
 #: Checks of what chapters 9 and 10 build in their text (not exercises, not in the registry), kept for instructors.
 RETIRED = {"identity_loss": check_identity_loss, "fold_conv_bn": check_fold_conv_bn}
@@ -251,6 +260,16 @@ def test_the_reference_matches_everything_but_is_rejected_as_reuse(exercise, obj
         EXERCISES[exercise][1](obj)
     assert info.value.problem == f"{obj.__name__} is the package's own {obj.__name__}, not your implementation"
     assert capsys.readouterr().out == ""
+
+
+def test_check_arcface_logits_passes_the_threshold_convention_only(capsys):
+    """Not in the registry since exercise 7.2 asks for the easy margin, but kept for instructors' own checks."""
+    check_arcface_logits(scratch_arcface_logits)
+    assert capsys.readouterr().out.startswith("check_arcface_logits: all ")
+    with pytest.raises(CheckFailed, match="is the package's own arcface_logits"):
+        check_arcface_logits(arcface_logits)
+    with pytest.raises(CheckFailed, match="the output differs"):
+        check_arcface_logits(scratch_easy_margin_logits)
 
 
 class _Subclass(ra.IRBlock):
@@ -341,11 +360,13 @@ def test_there_is_a_mutant_for_every_listed_mistake():
         "missing dropout": ("resnet_arcface", "dropout missing"),
         "missing bn5": ("resnet_arcface", "bn5 missing"),
         "default init": ("resnet_arcface", "initialisation differs"),
-        "margin on every class": ("arcface_logits", "margin added to every class"),
-        "margin on cos": ("arcface_logits", "margin added to cos(theta) instead of theta"),
-        "s twice": ("arcface_logits", "s applied twice"), "s missing": ("arcface_logits", "s not applied"),
-        "NaN gradient at cos = 1": ("arcface_logits", "NaN gradient at cos = 1"),
-        "labels ignored": ("arcface_logits", "labels ignored"),
+        "margin on every class": ("easy_margin_logits", "margin added to every class"),
+        "margin on cos": ("easy_margin_logits", "margin added to cos(theta) instead of theta"),
+        "s twice": ("easy_margin_logits", "s applied twice"), "s missing": ("easy_margin_logits", "s not applied"),
+        "NaN gradient at cos = 1": ("easy_margin_logits", "NaN gradient at cos = 1"),
+        "labels ignored": ("easy_margin_logits", "labels ignored"),
+        "threshold for easy margin": ("easy_margin_logits", "threshold convention instead of the easy margin"),
+        "easy switch reversed": ("easy_margin_logits", "switch reversed"),
         "FAR on same pairs": ("tar_at_far", "FAR computed on the same (genuine) pairs"),
         "threshold reversed": ("tar_at_far", "threshold direction reversed"),
         ">= vs >": ("tar_at_far", "off by one (>= vs >)"),
@@ -388,11 +409,11 @@ def test_registry_matches_the_chapters():
     assert {k: v[0] for k, v in EXERCISES.items()} == {
         "conv3x3": "my_conv3x3", "basic_block": "MyBasicBlock", "bottleneck": "MyBottleneck",
         "se_block": "MySEBlock", "ir_block": "MyIRBlock", "resnet_arcface": "MyResNetArcFace",
-        "arcface_logits": "my_arcface_logits", "tar_at_far": "my_tar_at_far",
+        "easy_margin_logits": "my_easy_margin_logits", "tar_at_far": "my_tar_at_far",
         "cosine_identity_loss": "my_cosine_identity_loss", "fold_bn_conv": "my_fold_bn_conv"}
     assert [v[1] for v in EXERCISES.values()] == [check_conv3x3, check_basic_block, check_bottleneck,
                                                    check_se_block, check_ir_block, check_resnet_arcface,
-                                                   check_arcface_logits, check_tar_at_far,
+                                                   check_easy_margin_logits, check_tar_at_far,
                                                    check_cosine_identity_loss, check_fold_bn_conv]
 
 

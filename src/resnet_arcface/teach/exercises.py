@@ -6,9 +6,9 @@ reproduced on the reference, so that a matching output is named), likely causes 
 function that builds a few :class:`~resnet_arcface.teach.checks.Case` s and hands them to the engine of
 :mod:`resnet_arcface.teach.checks`: :func:`~resnet_arcface.teach.checks.run_check` for modules (chapters 1-6: conv3x3, the
 residual blocks from one table, SEBlock, the network), :func:`~resnet_arcface.teach.checks.run_function_check` for
-functions (chapters 7-10: arcface_logits, tar_at_far, the cosine identity loss, folding a BatchNorm that comes
-before a convolution). :func:`check_identity_loss` and :func:`check_fold_conv_bn` check what chapters 9 and 10
-build in their text, and are not in the registry.
+functions (chapters 7-10: ArcFace's logits with the easy margin, tar_at_far, the cosine identity loss, folding a
+BatchNorm that comes before a convolution). :func:`check_arcface_logits`, :func:`check_identity_loss` and
+:func:`check_fold_conv_bn` check what chapters 7, 9 and 10 build in their text, and are not in the registry.
 
 To add one: define its Exercise and ``check_<name>`` here, add ``"<name>": ("<learner's object name>",
 check_<name>)`` to :data:`EXERCISES`, call the check in the chapter's self-check cell, and add mutants to
@@ -36,7 +36,8 @@ from ..nn.se import SEBlock
 from ..eval.verify import roc, tar_at_far
 
 __all__ = ["EXERCISES", "check_conv3x3", "check_basic_block", "check_bottleneck", "check_se_block", "check_ir_block",
-           "check_resnet_arcface", "check_arcface_logits", "check_tar_at_far", "check_identity_loss",
+           "check_resnet_arcface", "check_arcface_logits", "check_easy_margin_logits", "easy_margin_logits",
+           "check_tar_at_far", "check_identity_loss",
            "check_fold_conv_bn", "check_cosine_identity_loss", "check_fold_bn_conv", "cosine_identity_loss",
            "fold_bn_conv"]
 
@@ -376,6 +377,83 @@ def check_arcface_logits(fn: Callable[..., torch.Tensor]) -> None:
                                                           (4, 3, {}, True)]])
 
 
+def easy_margin_logits(cosine: torch.Tensor, labels: torch.Tensor, s: float = 64.0, m: float = 0.5) -> torch.Tensor:
+    """ArcFace with the *easy margin* (the reference of exercise 7.2; the package trains with the threshold instead).
+
+    ``s * cos(theta_y + m)`` in each row's own class where ``cos(theta_y) > 0``, ``s * cos(theta_y)`` (no margin)
+    where ``cos(theta_y) <= 0``, and ``s * cos(theta)`` in every other class: the ``easy_margin`` branch of
+    ronghuaiyang's arcface-pytorch ``ArcMarginProduct``.
+
+    Shape:
+        - cosine: ``(N, C)``; labels: ``(N,)`` integers in ``[0, C)``
+        - output: ``(N, C)``
+    """
+    sin = (1 - cosine * cosine).clamp_min(1e-7).sqrt()  # finite gradient at cos = +-1, as in arcface_logits
+    phi = torch.where(cosine > 0, cosine * math.cos(m) - sin * math.sin(m), cosine)
+    return s * torch.where(F.one_hot(labels, cosine.shape[1]).bool(), phi, cosine)
+
+
+def _easy_variant(c: torch.Tensor, l: torch.Tensor, s: float, m: float, every: bool = False,
+                  switch: str = "cos") -> torch.Tensor:
+    """The easy margin with switches for the usual mistakes: the margin on ``every`` class, or a ``switch`` on
+    ``"reversed"`` (margin only where cos <= 0) or ``"phi"`` (the test on cos(theta + m) instead of cos(theta))."""
+    phi = c * math.cos(m) - (1 - c * c).clamp_min(1e-7).sqrt() * math.sin(m)
+    keep = {"cos": c > 0, "reversed": c <= 0, "phi": phi > 0}[switch]
+    target = torch.ones_like(c, dtype=torch.bool) if every else F.one_hot(l, c.shape[1]).bool()
+    return s * torch.where(target, torch.where(keep, phi, c), c)
+
+
+_EASY = Exercise(
+    "check_easy_margin_logits", easy_margin_logits, "(cosine, labels, s=64.0, m=0.5) -> logits", tuple(
+        _arcface_mistake(*entry) for entry in [
+            ("threshold convention instead of the easy margin: your logits equal the chapter's ArcFace "
+             "(arcface_logits), which keeps the margin up to pi - m and then subtracts m sin(m); the easy margin "
+             "drops the margin wherever cos(theta_y) <= 0", arcface_logits),
+            ("cos(theta + m) kept everywhere: your logits have no switch at all; the easy margin uses the plain "
+             "cos(theta_y) wherever cos(theta_y) <= 0", lambda c, l, s, m: s * torch.where(
+                 F.one_hot(l, c.shape[1]).bool(), torch.cos(torch.acos(c.clamp(-1, 1)) + m), c)),
+            ("switch reversed: your margin applies where cos(theta_y) <= 0 and is dropped where cos(theta_y) > 0",
+             lambda c, l, s, m: _easy_variant(c, l, s, m, switch="reversed")),
+            ("switch tested on cos(theta + m) instead of cos(theta): the easy margin keeps the margin where the "
+             "angle itself is below 90 degrees, cos(theta_y) > 0", lambda c, l, s, m: _easy_variant(
+                 c, l, s, m, switch="phi")),
+            ("margin added to every class: your logits carry the margin in every column; it belongs to the target "
+             "class only (the column labels[i] of row i)", lambda c, l, s, m: _easy_variant(c, l, s, m, every=True)),
+            ("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) - m) (CosFace's margin) "
+             "at the target; ArcFace computes s * cos(theta + m)", lambda c, l, s, m: s * torch.where(
+                 F.one_hot(l, c.shape[1]).bool() & (c > 0), c - m, c)),
+            ("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) - m) (CosFace's margin) "
+             "at the target; ArcFace computes s * cos(theta + m)", cosface_logits),
+            ("s applied twice: your logits equal the reference's times s",
+             lambda c, l, s, m: easy_margin_logits(c, l, s, m) * s),
+            ("s not applied: your logits equal the reference's divided by s (multiply by s once, after the margin)",
+             lambda c, l, s, m: easy_margin_logits(c, l, s, m) / s),
+            ("s ignored: your logits equal the reference's with s=64 whatever the call passes",
+             lambda c, l, s, m: easy_margin_logits(c, l, 64.0, m)),
+            ("m ignored: your logits equal the reference's with m=0.5 whatever the call passes",
+             lambda c, l, s, m: easy_margin_logits(c, l, s, 0.5)),
+            ("labels ignored: your margin lands on each row's largest cosine, not on the column labels[i]",
+             lambda c, l, s, m: easy_margin_logits(c, c.argmax(1), s, m)),
+            ("labels ignored: your margin lands on column 0, not on the column labels[i]",
+             lambda c, l, s, m: easy_margin_logits(c, torch.zeros_like(l), s, m))]),
+    ("the margin belongs to the target's angle, and only where cos(theta_y) > 0",
+     "cos(theta + m) = cos(theta) cos(m) - sin(theta) sin(m)", "every logit is scaled by s once"),
+    {"grad:nan": _ARCFACE.hints["grad:nan"]},
+    what="logits and their gradients, including cos = +-1")
+
+
+def check_easy_margin_logits(fn: Callable[..., torch.Tensor]) -> None:
+    """Check a learner's ``easy_margin_logits(cosine, labels, s=64.0, m=0.5)`` (``my_easy_margin_logits``, chapter 7,
+    exercise 7.2) against :func:`easy_margin_logits`: logits and gradients on random cosines (targets on both sides
+    of 90 degrees and one past pi - m, where the threshold convention differs too), with other ``s`` and ``m``, and
+    finite gradients at cos = +-1 exactly."""
+    run_function_check(_EASY, fn, [Case(f"{name_of(fn)}(cosine ({n}, {c}){' with +-1' if e else ''}, labels"
+                                         + "".join(f", {k}={v}" for k, v in kw.items()) + ")",
+                                         _arcface_input(n, c, kw, e), finite_only=e)
+                                    for n, c, kw, e in [(6, 5, {}, False), (8, 7, {"s": 30.0, "m": 0.3}, False),
+                                                        (4, 3, {}, True)]])
+
+
 def _roc_step(scores: torch.Tensor, same: torch.Tensor, far: float, step: int, on_same: bool = False) -> float:
     """TAR at the ROC point ``step`` points past the reference's (or with FAR measured on the genuine pairs)."""
     fars, tars, _ = roc(scores, same)
@@ -489,6 +567,7 @@ def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
     run_function_check(_IDENTITY, fn, [Case(f"{name_of(fn)}(model, output (4, 3, 48, 48), target{extra})", make(kw))
                                        for kw, extra in [({}, ""), ({"weight": 2.5}, ", weight=2.5")]])
 
+
 def _cosine_variant(model: nn.Module, output: torch.Tensor, target: torch.Tensor, weight: float = 1.0,
                     gray: str = "luma", **switches: Any) -> torch.Tensor:
     """The cosine identity loss with switches for the usual mistakes (``switches`` go to :func:`_one_minus_cosine`;
@@ -590,6 +669,7 @@ def check_fold_conv_bn(fn: Callable[[nn.Conv2d, nn.BatchNorm2d], nn.Conv2d]) -> 
                                    for i, o, s, b in [(8, 8, 1, False), (4, 8, 2, True), (8, 6, 1, True)]],
                        lambda out, args: out(x[:, :out.in_channels]).detach() if isinstance(out, nn.Conv2d) else out)
 
+
 def _bn_conv_variant(bn: nn.BatchNorm2d, conv: nn.Conv2d, size: Tuple[int, int], axis: int = 1, mean: bool = True,
                      eps: bool = True, conv_bias: bool = True, bias_map: bool = True
                      ) -> Tuple[nn.Conv2d, torch.Tensor]:
@@ -644,7 +724,8 @@ _BN_CONV = Exercise(
              "near the border the window reads zeros, so the bias must be a map: the convolution of the constant "
              "map b (padding included)", lambda b, c, s: _bn_conv_variant(b, c, s, bias_map=False)),
      Mistake("scaled the output-channel axis: a BatchNorm BEFORE the convolution scales its INPUT channels, so "
-             "multiply weight by scale.view(1, -1, 1, 1) (dimension 1)", lambda b, c, s: _bn_conv_variant(b, c, s, axis=0),
+             "multiply weight by scale.view(1, -1, 1, 1) (dimension 1)",
+             lambda b, c, s: _bn_conv_variant(b, c, s, axis=0),
              lambda args: args[0].num_features == args[1].out_channels),
      Mistake("forgot the running mean: bn's shift is beta - scale * running_mean, not beta",
              lambda b, c, s: _bn_conv_variant(b, c, s, mean=False)),
@@ -692,7 +773,8 @@ EXERCISES: Dict[str, Tuple[str, Callable[[Any], None]]] = {
     "conv3x3": ("my_conv3x3", check_conv3x3), "basic_block": ("MyBasicBlock", check_basic_block),
     "bottleneck": ("MyBottleneck", check_bottleneck), "se_block": ("MySEBlock", check_se_block),
     "ir_block": ("MyIRBlock", check_ir_block), "resnet_arcface": ("MyResNetArcFace", check_resnet_arcface),
-    "arcface_logits": ("my_arcface_logits", check_arcface_logits), "tar_at_far": ("my_tar_at_far", check_tar_at_far),
+    "easy_margin_logits": ("my_easy_margin_logits", check_easy_margin_logits),
+    "tar_at_far": ("my_tar_at_far", check_tar_at_far),
     "cosine_identity_loss": ("my_cosine_identity_loss", check_cosine_identity_loss),
     "fold_bn_conv": ("my_fold_bn_conv", check_fold_bn_conv),
 }
