@@ -181,26 +181,22 @@ def scratch_tar_at_far(scores, same, far):
     return (scores[same] > impostors[int(far * len(impostors))]).double().mean().item()
 
 
-def scratch_identity_loss(model, output, target, weight=10.0):
-    luma = torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)
+def scratch_embed(model, x):
+    """GFPGAN's gray_resize_for_identity, then the network."""
+    gray = (x * torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return model(F.interpolate(gray, size=(model.input_size,) * 2, mode="bilinear", align_corners=False))
 
-    def embed(x):
-        gray = (x * luma).sum(1, keepdim=True)
-        return model(F.interpolate(gray, size=(model.input_size,) * 2, mode="bilinear", align_corners=False))
+
+def scratch_identity_loss(model, output, target, weight=10.0):
     with torch.no_grad():
-        e_target = embed(target)
-    return weight * (embed(output) - e_target).abs().mean()
+        e_target = scratch_embed(model, target)
+    return weight * (scratch_embed(model, output) - e_target).abs().mean()
 
 
 def scratch_cosine_identity_loss(model, output, target, weight=1.0):
-    luma = torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)
-
-    def embed(x):
-        gray = (x * luma).sum(1, keepdim=True)
-        return model(F.interpolate(gray, size=(model.input_size,) * 2, mode="bilinear", align_corners=False))
     with torch.no_grad():
-        e_target = embed(target)
-    e_out = embed(output)
+        e_target = scratch_embed(model, target)
+    e_out = scratch_embed(model, output)
     cosine = (e_out * e_target).sum(1) / (e_out.norm(dim=1) * e_target.norm(dim=1))
     return weight * (1 - cosine).mean()
 

@@ -164,17 +164,11 @@ _variant("fold_conv_bn", "fold_input_axis", "scaled the input-channel axis inste
 # Chapter 9's exercise: the cosine identity loss, weight * mean(1 - cos).
 def cosine_identity(model, output, target, weight=1.0, detach=True, one=True, dim=1, reduce=torch.mean, train=False,
                     l1=False):
-    def embed(x):
-        gray = (x * LUMA).sum(1, keepdim=True)
-        return model(F.interpolate(gray, size=(model.input_size,) * 2, mode="bilinear", align_corners=False))
-    model.train(train)
-    e_target = embed(target)
-    e_target = e_target.detach() if detach else e_target
-    e_out = embed(output)
-    if l1:
-        return weight * (e_out - e_target).abs().mean()
-    cosine = F.cosine_similarity(e_out, e_target, dim=dim)
-    return weight * reduce(1 - cosine if one else cosine)
+    def one_minus_cosine(e_out, e_target):
+        cosine = F.cosine_similarity(e_out, e_target, dim=dim)
+        return reduce(1 - cosine if one else cosine)
+    return identity(model, output, target, weight, detach=detach, train=train,
+                    loss=(lambda e, t: (e - t).abs().mean()) if l1 else one_minus_cosine)
 
 
 @mutant("cosine_identity_loss", "GFPGAN's L1 instead of the cosine")

@@ -550,10 +550,9 @@ _IDENTITY = Exercise(
     what="loss and the gradients of output and target")
 
 
-def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
-    """Check a learner's ``identity_loss(model, output, target, weight=10.0)`` (``my_identity_loss``, chapter 9)
-    against :func:`resnet_arcface.learn.losses.identity_loss`, with a small eval-mode ResNetArcFace, RGB images in
-    [-1, 1] of another size than the network's, and the gradients of both image batches."""
+def _identity_cases(fn: Callable[..., torch.Tensor]) -> List[Case]:
+    """The cases of both identity-loss checks: a small eval-mode ResNetArcFace (its mode recorded at each call),
+    RGB images in [-1, 1] of another size than the network's, default and explicit weight."""
     def make(kw: Dict[str, float]) -> Callable[[], Tuple]:
         def inputs() -> Tuple:
             torch.manual_seed(SEED)
@@ -564,8 +563,15 @@ def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
             out, target = (torch.rand(2, 4, 3, 48, 48, generator=torch.Generator().manual_seed(SEED + 6)) * 2 - 1)
             return (model.eval(), out.requires_grad_(), target.requires_grad_()), dict(kw)
         return inputs
-    run_function_check(_IDENTITY, fn, [Case(f"{name_of(fn)}(model, output (4, 3, 48, 48), target{extra})", make(kw))
-                                       for kw, extra in [({}, ""), ({"weight": 2.5}, ", weight=2.5")]])
+    return [Case(f"{name_of(fn)}(model, output (4, 3, 48, 48), target{extra})", make(kw))
+            for kw, extra in [({}, ""), ({"weight": 2.5}, ", weight=2.5")]]
+
+
+def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """Check a learner's ``identity_loss(model, output, target, weight=10.0)`` (``my_identity_loss``, chapter 9)
+    against :func:`resnet_arcface.learn.losses.identity_loss`, with a small eval-mode ResNetArcFace, RGB images in
+    [-1, 1] of another size than the network's, and the gradients of both image batches."""
+    run_function_check(_IDENTITY, fn, _identity_cases(fn))
 
 
 def _cosine_variant(model: nn.Module, output: torch.Tensor, target: torch.Tensor, weight: float = 1.0,
@@ -602,18 +608,7 @@ def check_cosine_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
     """Check a learner's ``cosine_identity_loss(model, output, target, weight=1.0)`` (``my_cosine_identity_loss``,
     chapter 9) against :func:`cosine_identity_loss`: the same small eval-mode network and images as
     :func:`check_identity_loss`, the loss and the gradients of both image batches."""
-    def make(kw: Dict[str, float]) -> Callable[[], Tuple]:
-        def inputs() -> Tuple:
-            torch.manual_seed(SEED)
-            model = ResNetArcFace("IRBlock", (1, 1, 1, 1), False, (8, 8, 16, 16), input_size=32, embedding_dim=16)
-            randomise(model)
-            model.modes = []  # the network's mode at each call: the learner's function must not train it
-            model.register_forward_pre_hook(lambda m, i: m.modes.append(m.training))
-            out, target = (torch.rand(2, 4, 3, 48, 48, generator=torch.Generator().manual_seed(SEED + 6)) * 2 - 1)
-            return (model.eval(), out.requires_grad_(), target.requires_grad_()), dict(kw)
-        return inputs
-    run_function_check(_COSINE, fn, [Case(f"{name_of(fn)}(model, output (4, 3, 48, 48), target{extra})", make(kw))
-                                     for kw, extra in [({}, ""), ({"weight": 2.5}, ", weight=2.5")]])
+    run_function_check(_COSINE, fn, _identity_cases(fn))
 
 
 def _fold_variant(conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: bool = True, beta: bool = True, root: bool = True,
