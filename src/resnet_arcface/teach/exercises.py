@@ -334,6 +334,23 @@ def _arcface_mistake(message: str, logits: Callable[..., torch.Tensor]) -> Mista
     return Mistake(message, lambda c, l, s=64.0, m=0.5: logits(c, l, s, m))
 
 
+def _scale_and_label_mistakes(logits: Callable[..., torch.Tensor]) -> List[Tuple[str, Callable[..., torch.Tensor]]]:
+    """The mistakes every margin-logits exercise shares, reproduced on its reference ``logits``: ``s`` applied
+    twice, not at all or ignored, ``m`` ignored, the labels ignored."""
+    return [("s applied twice: your logits equal the reference's times s",
+             lambda c, l, s, m: logits(c, l, s, m) * s),
+            ("s not applied: your logits equal the reference's divided by s (multiply by s once, after the margin)",
+             lambda c, l, s, m: logits(c, l, s, m) / s),
+            ("s ignored: your logits equal the reference's with s=64 whatever the call passes",
+             lambda c, l, s, m: logits(c, l, 64.0, m)),
+            ("m ignored: your logits equal the reference's with m=0.5 whatever the call passes",
+             lambda c, l, s, m: logits(c, l, s, 0.5)),
+            ("labels ignored: your margin lands on each row's largest cosine, not on the column labels[i]",
+             lambda c, l, s, m: logits(c, c.argmax(1), s, m)),
+            ("labels ignored: your margin lands on column 0, not on the column labels[i]",
+             lambda c, l, s, m: logits(c, torch.zeros_like(l), s, m))]
+
+
 _ARCFACE = Exercise(
     "check_arcface_logits", arcface_logits, "(cosine, labels, s=64.0, m=0.5) -> logits", tuple(
         _arcface_mistake(*entry) for entry in [
@@ -344,18 +361,7 @@ _ARCFACE = Exercise(
              "at the target; ArcFace computes s * cos(theta + m)", cosface_logits),
             ("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) + m) at the target; "
              "ArcFace computes s * cos(theta + m)", lambda c, l, s, m: cosface_logits(c, l, s, -m)),
-            ("s applied twice: your logits equal the reference's times s", lambda c, l, s, m: arcface_logits(
-                c, l, s, m) * s),
-            ("s not applied: your logits equal the reference's divided by s (multiply by s once, after the margin)",
-             lambda c, l, s, m: arcface_logits(c, l, s, m) / s),
-            ("s ignored: your logits equal the reference's with s=64 whatever the call passes",
-             lambda c, l, s, m: arcface_logits(c, l, 64.0, m)),
-            ("m ignored: your logits equal the reference's with m=0.5 whatever the call passes",
-             lambda c, l, s, m: arcface_logits(c, l, s, 0.5)),
-            ("labels ignored: your margin lands on each row's largest cosine, not on the column labels[i]",
-             lambda c, l, s, m: arcface_logits(c, c.argmax(1), s, m)),
-            ("labels ignored: your margin lands on column 0, not on the column labels[i]",
-             lambda c, l, s, m: arcface_logits(c, torch.zeros_like(l), s, m)),
+            *_scale_and_label_mistakes(arcface_logits),
             ("cos(theta + m) used past theta = pi - m: there it grows again as theta grows; the reference switches to "
              "cos(theta) - m sin(m) when cos(theta) <= cos(pi - m) (see the chapter)", lambda c, l, s, m: s *
              torch.where(F.one_hot(l, c.shape[1]).bool(), torch.cos(torch.acos(c.clamp(-1, 1)) + m), c))]),
@@ -424,18 +430,7 @@ _EASY = Exercise(
                  F.one_hot(l, c.shape[1]).bool() & (c > 0), c - m, c)),
             ("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) - m) (CosFace's margin) "
              "at the target; ArcFace computes s * cos(theta + m)", cosface_logits),
-            ("s applied twice: your logits equal the reference's times s",
-             lambda c, l, s, m: easy_margin_logits(c, l, s, m) * s),
-            ("s not applied: your logits equal the reference's divided by s (multiply by s once, after the margin)",
-             lambda c, l, s, m: easy_margin_logits(c, l, s, m) / s),
-            ("s ignored: your logits equal the reference's with s=64 whatever the call passes",
-             lambda c, l, s, m: easy_margin_logits(c, l, 64.0, m)),
-            ("m ignored: your logits equal the reference's with m=0.5 whatever the call passes",
-             lambda c, l, s, m: easy_margin_logits(c, l, s, 0.5)),
-            ("labels ignored: your margin lands on each row's largest cosine, not on the column labels[i]",
-             lambda c, l, s, m: easy_margin_logits(c, c.argmax(1), s, m)),
-            ("labels ignored: your margin lands on column 0, not on the column labels[i]",
-             lambda c, l, s, m: easy_margin_logits(c, torch.zeros_like(l), s, m))]),
+            *_scale_and_label_mistakes(easy_margin_logits)]),
     ("the margin belongs to the target's angle, and only where cos(theta_y) > 0",
      "cos(theta + m) = cos(theta) cos(m) - sin(theta) sin(m)", "every logit is scaled by s once"),
     {"grad:nan": _ARCFACE.hints["grad:nan"]},
