@@ -24,8 +24,11 @@ from resnet_arcface.learn.losses import arcface_logits, identity_loss
 from resnet_arcface.eval.verify import tar_at_far
 from resnet_arcface.teach.checks import CheckFailed
 from resnet_arcface.teach.exercises import (EXERCISES, check_arcface_logits, check_basic_block, check_bottleneck,
-                                      check_conv3x3, check_fold_conv_bn, check_identity_loss, check_ir_block,
-                                      check_resnet_arcface, check_se_block, check_tar_at_far)
+                                            check_conv3x3, check_easy_margin_logits, check_fold_conv_bn,
+                                            check_identity_loss, check_ir_block, check_resnet_arcface,
+                                            check_se_block, check_tar_at_far, easy_margin_logits,
+                                            check_cosine_identity_loss, check_fold_bn_conv,
+                                            cosine_identity_loss, fold_bn_conv)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mutants import MUTANTS  # noqa: E402
@@ -165,21 +168,47 @@ def scratch_arcface_logits(cosine, labels, s=64.0, m=0.5):
     return s * (one_hot * phi + (1 - one_hot) * cosine)
 
 
+def scratch_easy_margin_logits(cosine, labels, s=64.0, m=0.5):
+    sin = torch.sqrt((1 - cosine ** 2).clamp(min=1e-9))
+    phi = torch.where(cosine > 0, cosine * math.cos(m) - sin * math.sin(m), cosine)
+    one_hot = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
+    return s * (one_hot * phi + (1 - one_hot) * cosine)
+
+
 def scratch_tar_at_far(scores, same, far):
     """Accept score > the (k+1)-th highest impostor score, k = floor(far * impostors)."""
     impostors = scores[~same].sort(descending=True).values
     return (scores[same] > impostors[int(far * len(impostors))]).double().mean().item()
 
 
-def scratch_identity_loss(model, output, target, weight=10.0):
-    luma = torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)
+def scratch_embed(model, x):
+    """GFPGAN's gray_resize_for_identity, then the network."""
+    gray = (x * torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return model(F.interpolate(gray, size=(model.input_size,) * 2, mode="bilinear", align_corners=False))
 
-    def embed(x):
-        gray = (x * luma).sum(1, keepdim=True)
-        return model(F.interpolate(gray, size=(model.input_size,) * 2, mode="bilinear", align_corners=False))
+
+def scratch_identity_loss(model, output, target, weight=10.0):
     with torch.no_grad():
-        e_target = embed(target)
-    return weight * (embed(output) - e_target).abs().mean()
+        e_target = scratch_embed(model, target)
+    return weight * (scratch_embed(model, output) - e_target).abs().mean()
+
+
+def scratch_cosine_identity_loss(model, output, target, weight=1.0):
+    with torch.no_grad():
+        e_target = scratch_embed(model, target)
+    e_out = scratch_embed(model, output)
+    cosine = (e_out * e_target).sum(1) / (e_out.norm(dim=1) * e_target.norm(dim=1))
+    return weight * (1 - cosine).mean()
+
+
+def scratch_fold_bn_conv(bn, conv, size):
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - scale * bn.running_mean
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
+    with torch.no_grad():
+        folded.weight.copy_(conv.weight * scale[None, :, None, None])
+        bias_map = conv(shift[None, :, None, None] * torch.ones(1, conv.in_channels, *size))[0]
+    return folded, bias_map
 
 
 def scratch_fold_conv_bn(conv, bn):
@@ -195,14 +224,17 @@ def scratch_fold_conv_bn(conv, bn):
 CORRECT = [
     ("conv3x3", scratch_conv3x3), ("basic_block", ScratchBasicBlock), ("bottleneck", ScratchBottleneck),
     ("se_block", ScratchSEBlock), ("ir_block", ScratchIRBlock), ("resnet_arcface", ScratchResNetArcFace),
-    ("arcface_logits", scratch_arcface_logits), ("tar_at_far", scratch_tar_at_far),
-    ("identity_loss", scratch_identity_loss), ("fold_conv_bn", scratch_fold_conv_bn),
+    ("easy_margin_logits", scratch_easy_margin_logits), ("tar_at_far", scratch_tar_at_far),
+    ("cosine_identity_loss", scratch_cosine_identity_loss), ("fold_bn_conv", scratch_fold_bn_conv),
 ]
 #: The package's own answers: they pass every comparison and are then rejected, because reuse is checked last.
 REFERENCES = [("conv3x3", ra.conv3x3), ("basic_block", ra.BasicBlock), ("bottleneck", ra.Bottleneck),
               ("se_block", ra.SEBlock), ("ir_block", ra.IRBlock), ("resnet_arcface", ra.ResNetArcFace),
-              ("arcface_logits", arcface_logits), ("tar_at_far", tar_at_far), ("identity_loss", identity_loss),
-              ("fold_conv_bn", fold_conv_bn)]
+              ("easy_margin_logits", easy_margin_logits), ("tar_at_far", tar_at_far),
+              ("cosine_identity_loss", cosine_identity_loss),
+              ("fold_bn_conv", fold_bn_conv)]
+#: Checks of what chapters 9 and 10 build in their text (not exercises, not in the registry), kept for instructors.
+RETIRED = {"identity_loss": check_identity_loss, "fold_conv_bn": check_fold_conv_bn}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +256,16 @@ def test_the_reference_matches_everything_but_is_rejected_as_reuse(exercise, obj
         EXERCISES[exercise][1](obj)
     assert info.value.problem == f"{obj.__name__} is the package's own {obj.__name__}, not your implementation"
     assert capsys.readouterr().out == ""
+
+
+def test_check_arcface_logits_passes_the_threshold_convention_only(capsys):
+    """Not in the registry since exercise 7.2 asks for the easy margin, but kept for instructors' own checks."""
+    check_arcface_logits(scratch_arcface_logits)
+    assert capsys.readouterr().out.startswith("check_arcface_logits: all ")
+    with pytest.raises(CheckFailed, match="is the package's own arcface_logits"):
+        check_arcface_logits(arcface_logits)
+    with pytest.raises(CheckFailed, match="the output differs"):
+        check_arcface_logits(scratch_easy_margin_logits)
 
 
 class _Subclass(ra.IRBlock):
@@ -267,9 +309,20 @@ def test_a_wrapped_network_is_rejected_by_structure_first():
         check_resnet_arcface(_WrappedModel)
 
 
+@pytest.mark.parametrize("check, obj", [(check_identity_loss, scratch_identity_loss),
+                                        (check_fold_conv_bn, scratch_fold_conv_bn)], ids=["identity", "fold_conv_bn"])
+def test_the_checks_of_the_chapters_text_pass_a_correct_version_and_reject_the_package(check, obj, capsys):
+    """check_identity_loss and check_fold_conv_bn are not in the registry (chapters 9 and 10 build them in the text)."""
+    check(obj)
+    assert capsys.readouterr().out.startswith(f"{check.__name__}: all ")
+    reference = identity_loss if check is check_identity_loss else fold_conv_bn
+    with pytest.raises(CheckFailed, match=f"is the package's own {reference.__name__}"):
+        check(reference)
+
+
 @pytest.mark.parametrize("m", MUTANTS, ids=[m.id for m in MUTANTS])
 def test_mutant_is_rejected_with_a_specific_message(m, capsys):
-    check = EXERCISES[m.exercise][1]
+    check = {**{k: v[1] for k, v in EXERCISES.items()}, **RETIRED}[m.exercise]
     with pytest.raises(CheckFailed) as info:
         check(m.obj)
     message = str(info.value)
@@ -303,11 +356,13 @@ def test_there_is_a_mutant_for_every_listed_mistake():
         "missing dropout": ("resnet_arcface", "dropout missing"),
         "missing bn5": ("resnet_arcface", "bn5 missing"),
         "default init": ("resnet_arcface", "initialisation differs"),
-        "margin on every class": ("arcface_logits", "margin added to every class"),
-        "margin on cos": ("arcface_logits", "margin added to cos(theta) instead of theta"),
-        "s twice": ("arcface_logits", "s applied twice"), "s missing": ("arcface_logits", "s not applied"),
-        "NaN gradient at cos = 1": ("arcface_logits", "NaN gradient at cos = 1"),
-        "labels ignored": ("arcface_logits", "labels ignored"),
+        "margin on every class": ("easy_margin_logits", "margin added to every class"),
+        "margin on cos": ("easy_margin_logits", "margin added to cos(theta) instead of theta"),
+        "s twice": ("easy_margin_logits", "s applied twice"), "s missing": ("easy_margin_logits", "s not applied"),
+        "NaN gradient at cos = 1": ("easy_margin_logits", "NaN gradient at cos = 1"),
+        "labels ignored": ("easy_margin_logits", "labels ignored"),
+        "threshold for easy margin": ("easy_margin_logits", "threshold convention instead of the easy margin"),
+        "easy switch reversed": ("easy_margin_logits", "switch reversed"),
         "FAR on same pairs": ("tar_at_far", "FAR computed on the same (genuine) pairs"),
         "threshold reversed": ("tar_at_far", "threshold direction reversed"),
         ">= vs >": ("tar_at_far", "off by one (>= vs >)"),
@@ -318,6 +373,17 @@ def test_there_is_a_mutant_for_every_listed_mistake():
         "running mean": ("fold_conv_bn", "forgot the running mean"),
         "var for std": ("fold_conv_bn", "used var instead of sqrt(var + eps)"), "eps": ("fold_conv_bn", "eps missing"),
         "input axis": ("fold_conv_bn", "scaled the input-channel axis instead of the output axis"),
+        "cosine: L1": ("cosine_identity_loss", "GFPGAN's L1 instead of the cosine"),
+        "cosine: not 1 - cos": ("cosine_identity_loss", "cosine instead of 1 - cosine"),
+        "cosine: batch axis": ("cosine_identity_loss", "cosine along the batch axis"),
+        "cosine: summed": ("cosine_identity_loss", "summed over the batch instead of averaged"),
+        "cosine: target attached": ("cosine_identity_loss", "target not detached"),
+        "cosine: train mode": ("cosine_identity_loss", "model in train mode"),
+        "bn before: per-channel bias": ("fold_bn_conv", "a per-channel bias"),
+        "bn before: output axis": ("fold_bn_conv", "scaled the output-channel axis"),
+        "bn before: running mean": ("fold_bn_conv", "forgot the running mean"),
+        "bn before: eps": ("fold_bn_conv", "eps missing"),
+        "bn before: conv bias": ("fold_bn_conv", "forgot the convolution's own bias"),
         "BasicBlock final ReLU": ("basic_block", "no activation after the addition"),
         "Bottleneck expansion": ("bottleneck", "expansion is 1"),
         "no residual": ("bottleneck", "no residual"),
@@ -339,12 +405,12 @@ def test_registry_matches_the_chapters():
     assert {k: v[0] for k, v in EXERCISES.items()} == {
         "conv3x3": "my_conv3x3", "basic_block": "MyBasicBlock", "bottleneck": "MyBottleneck",
         "se_block": "MySEBlock", "ir_block": "MyIRBlock", "resnet_arcface": "MyResNetArcFace",
-        "arcface_logits": "my_arcface_logits", "tar_at_far": "my_tar_at_far", "identity_loss": "my_identity_loss",
-        "fold_conv_bn": "my_fold_conv_bn"}
+        "easy_margin_logits": "my_easy_margin_logits", "tar_at_far": "my_tar_at_far",
+        "cosine_identity_loss": "my_cosine_identity_loss", "fold_bn_conv": "my_fold_bn_conv"}
     assert [v[1] for v in EXERCISES.values()] == [check_conv3x3, check_basic_block, check_bottleneck,
                                                    check_se_block, check_ir_block, check_resnet_arcface,
-                                                   check_arcface_logits, check_tar_at_far, check_identity_loss,
-                                                   check_fold_conv_bn]
+                                                   check_easy_margin_logits, check_tar_at_far,
+                                                   check_cosine_identity_loss, check_fold_bn_conv]
 
 
 class _NoArguments(nn.Module):

@@ -6,7 +6,9 @@ reproduced on the reference, so that a matching output is named), likely causes 
 function that builds a few :class:`~resnet_arcface.teach.checks.Case` s and hands them to the engine of
 :mod:`resnet_arcface.teach.checks`: :func:`~resnet_arcface.teach.checks.run_check` for modules (chapters 1-6: conv3x3, the
 residual blocks from one table, SEBlock, the network), :func:`~resnet_arcface.teach.checks.run_function_check` for
-functions (chapters 7-10: arcface_logits, tar_at_far, identity_loss, fold_conv_bn).
+functions (chapters 7-10: ArcFace's logits with the easy margin, tar_at_far, the cosine identity loss, folding a
+BatchNorm that comes before a convolution). :func:`check_arcface_logits`, :func:`check_identity_loss` and
+:func:`check_fold_conv_bn` check what chapters 7, 9 and 10 build in their text, and are not in the registry.
 
 To add one: define its Exercise and ``check_<name>`` here, add ``"<name>": ("<learner's object name>",
 check_<name>)`` to :data:`EXERCISES`, call the check in the chapter's self-check cell, and add mutants to
@@ -34,8 +36,10 @@ from ..nn.se import SEBlock
 from ..eval.verify import roc, tar_at_far
 
 __all__ = ["EXERCISES", "check_conv3x3", "check_basic_block", "check_bottleneck", "check_se_block", "check_ir_block",
-           "check_resnet_arcface", "check_arcface_logits", "check_tar_at_far", "check_identity_loss",
-           "check_fold_conv_bn"]
+           "check_resnet_arcface", "check_arcface_logits", "check_easy_margin_logits", "easy_margin_logits",
+           "check_tar_at_far", "check_identity_loss",
+           "check_fold_conv_bn", "check_cosine_identity_loss", "check_fold_bn_conv", "cosine_identity_loss",
+           "fold_bn_conv"]
 
 
 def seeded_input(*shape: int) -> Callable[[], torch.Tensor]:
@@ -330,6 +334,23 @@ def _arcface_mistake(message: str, logits: Callable[..., torch.Tensor]) -> Mista
     return Mistake(message, lambda c, l, s=64.0, m=0.5: logits(c, l, s, m))
 
 
+def _scale_and_label_mistakes(logits: Callable[..., torch.Tensor]) -> List[Tuple[str, Callable[..., torch.Tensor]]]:
+    """The mistakes every margin-logits exercise shares, reproduced on its reference ``logits``: ``s`` applied
+    twice, not at all or ignored, ``m`` ignored, the labels ignored."""
+    return [("s applied twice: your logits equal the reference's times s",
+             lambda c, l, s, m: logits(c, l, s, m) * s),
+            ("s not applied: your logits equal the reference's divided by s (multiply by s once, after the margin)",
+             lambda c, l, s, m: logits(c, l, s, m) / s),
+            ("s ignored: your logits equal the reference's with s=64 whatever the call passes",
+             lambda c, l, s, m: logits(c, l, 64.0, m)),
+            ("m ignored: your logits equal the reference's with m=0.5 whatever the call passes",
+             lambda c, l, s, m: logits(c, l, s, 0.5)),
+            ("labels ignored: your margin lands on each row's largest cosine, not on the column labels[i]",
+             lambda c, l, s, m: logits(c, c.argmax(1), s, m)),
+            ("labels ignored: your margin lands on column 0, not on the column labels[i]",
+             lambda c, l, s, m: logits(c, torch.zeros_like(l), s, m))]
+
+
 _ARCFACE = Exercise(
     "check_arcface_logits", arcface_logits, "(cosine, labels, s=64.0, m=0.5) -> logits", tuple(
         _arcface_mistake(*entry) for entry in [
@@ -340,18 +361,7 @@ _ARCFACE = Exercise(
              "at the target; ArcFace computes s * cos(theta + m)", cosface_logits),
             ("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) + m) at the target; "
              "ArcFace computes s * cos(theta + m)", lambda c, l, s, m: cosface_logits(c, l, s, -m)),
-            ("s applied twice: your logits equal the reference's times s", lambda c, l, s, m: arcface_logits(
-                c, l, s, m) * s),
-            ("s not applied: your logits equal the reference's divided by s (multiply by s once, after the margin)",
-             lambda c, l, s, m: arcface_logits(c, l, s, m) / s),
-            ("s ignored: your logits equal the reference's with s=64 whatever the call passes",
-             lambda c, l, s, m: arcface_logits(c, l, 64.0, m)),
-            ("m ignored: your logits equal the reference's with m=0.5 whatever the call passes",
-             lambda c, l, s, m: arcface_logits(c, l, s, 0.5)),
-            ("labels ignored: your margin lands on each row's largest cosine, not on the column labels[i]",
-             lambda c, l, s, m: arcface_logits(c, c.argmax(1), s, m)),
-            ("labels ignored: your margin lands on column 0, not on the column labels[i]",
-             lambda c, l, s, m: arcface_logits(c, torch.zeros_like(l), s, m)),
+            *_scale_and_label_mistakes(arcface_logits),
             ("cos(theta + m) used past theta = pi - m: there it grows again as theta grows; the reference switches to "
              "cos(theta) - m sin(m) when cos(theta) <= cos(pi - m) (see the chapter)", lambda c, l, s, m: s *
              torch.where(F.one_hot(l, c.shape[1]).bool(), torch.cos(torch.acos(c.clamp(-1, 1)) + m), c))]),
@@ -371,6 +381,72 @@ def check_arcface_logits(fn: Callable[..., torch.Tensor]) -> None:
                                            _arcface_input(n, c, kw, e), finite_only=e)
                                       for n, c, kw, e in [(6, 5, {}, False), (8, 7, {"s": 30.0, "m": 0.3}, False),
                                                           (4, 3, {}, True)]])
+
+
+def easy_margin_logits(cosine: torch.Tensor, labels: torch.Tensor, s: float = 64.0, m: float = 0.5) -> torch.Tensor:
+    """ArcFace with the *easy margin* (the reference of exercise 7.2; the package trains with the threshold instead).
+
+    ``s * cos(theta_y + m)`` in each row's own class where ``cos(theta_y) > 0``, ``s * cos(theta_y)`` (no margin)
+    where ``cos(theta_y) <= 0``, and ``s * cos(theta)`` in every other class: the ``easy_margin`` branch of
+    ronghuaiyang's arcface-pytorch ``ArcMarginProduct``.
+
+    Shape:
+        - cosine: ``(N, C)``; labels: ``(N,)`` integers in ``[0, C)``
+        - output: ``(N, C)``
+    """
+    sin = (1 - cosine * cosine).clamp_min(1e-7).sqrt()  # finite gradient at cos = +-1, as in arcface_logits
+    phi = torch.where(cosine > 0, cosine * math.cos(m) - sin * math.sin(m), cosine)
+    return s * torch.where(F.one_hot(labels, cosine.shape[1]).bool(), phi, cosine)
+
+
+def _easy_variant(c: torch.Tensor, l: torch.Tensor, s: float, m: float, every: bool = False,
+                  switch: str = "cos") -> torch.Tensor:
+    """The easy margin with switches for the usual mistakes: the margin on ``every`` class, or a ``switch`` on
+    ``"reversed"`` (margin only where cos <= 0) or ``"phi"`` (the test on cos(theta + m) instead of cos(theta))."""
+    phi = c * math.cos(m) - (1 - c * c).clamp_min(1e-7).sqrt() * math.sin(m)
+    keep = {"cos": c > 0, "reversed": c <= 0, "phi": phi > 0}[switch]
+    target = torch.ones_like(c, dtype=torch.bool) if every else F.one_hot(l, c.shape[1]).bool()
+    return s * torch.where(target, torch.where(keep, phi, c), c)
+
+
+_EASY = Exercise(
+    "check_easy_margin_logits", easy_margin_logits, "(cosine, labels, s=64.0, m=0.5) -> logits", tuple(
+        _arcface_mistake(*entry) for entry in [
+            ("threshold convention instead of the easy margin: your logits equal the chapter's ArcFace "
+             "(arcface_logits), which keeps the margin up to pi - m and then subtracts m sin(m); the easy margin "
+             "drops the margin wherever cos(theta_y) <= 0", arcface_logits),
+            ("cos(theta + m) kept everywhere: your logits have no switch at all; the easy margin uses the plain "
+             "cos(theta_y) wherever cos(theta_y) <= 0", lambda c, l, s, m: s * torch.where(
+                 F.one_hot(l, c.shape[1]).bool(), torch.cos(torch.acos(c.clamp(-1, 1)) + m), c)),
+            ("switch reversed: your margin applies where cos(theta_y) <= 0 and is dropped where cos(theta_y) > 0",
+             lambda c, l, s, m: _easy_variant(c, l, s, m, switch="reversed")),
+            ("switch tested on cos(theta + m) instead of cos(theta): the easy margin keeps the margin where the "
+             "angle itself is below 90 degrees, cos(theta_y) > 0", lambda c, l, s, m: _easy_variant(
+                 c, l, s, m, switch="phi")),
+            ("margin added to every class: your logits carry the margin in every column; it belongs to the target "
+             "class only (the column labels[i] of row i)", lambda c, l, s, m: _easy_variant(c, l, s, m, every=True)),
+            ("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) - m) (CosFace's margin) "
+             "at the target; ArcFace computes s * cos(theta + m)", lambda c, l, s, m: s * torch.where(
+                 F.one_hot(l, c.shape[1]).bool() & (c > 0), c - m, c)),
+            ("margin added to cos(theta) instead of theta: your logits equal s * (cos(theta) - m) (CosFace's margin) "
+             "at the target; ArcFace computes s * cos(theta + m)", cosface_logits),
+            *_scale_and_label_mistakes(easy_margin_logits)]),
+    ("the margin belongs to the target's angle, and only where cos(theta_y) > 0",
+     "cos(theta + m) = cos(theta) cos(m) - sin(theta) sin(m)", "every logit is scaled by s once"),
+    {"grad:nan": _ARCFACE.hints["grad:nan"]},
+    what="logits and their gradients, including cos = +-1")
+
+
+def check_easy_margin_logits(fn: Callable[..., torch.Tensor]) -> None:
+    """Check a learner's ``easy_margin_logits(cosine, labels, s=64.0, m=0.5)`` (``my_easy_margin_logits``, chapter 7,
+    exercise 7.2) against :func:`easy_margin_logits`: logits and gradients on random cosines (targets on both sides
+    of 90 degrees and one past pi - m, where the threshold convention differs too), with other ``s`` and ``m``, and
+    finite gradients at cos = +-1 exactly."""
+    run_function_check(_EASY, fn, [Case(f"{name_of(fn)}(cosine ({n}, {c}){' with +-1' if e else ''}, labels"
+                                         + "".join(f", {k}={v}" for k, v in kw.items()) + ")",
+                                         _arcface_input(n, c, kw, e), finite_only=e)
+                                    for n, c, kw, e in [(6, 5, {}, False), (8, 7, {"s": 30.0, "m": 0.3}, False),
+                                                        (4, 3, {}, True)]])
 
 
 def _roc_step(scores: torch.Tensor, same: torch.Tensor, far: float, step: int, on_same: bool = False) -> float:
@@ -411,12 +487,36 @@ def check_tar_at_far(fn: Callable[..., float]) -> None:
 
 
 def _identity_variant(model: nn.Module, output: torch.Tensor, target: torch.Tensor, weight: float = 10.0,
-                      gray: str = "luma", loss: Callable = F.l1_loss, norm: bool = False) -> torch.Tensor:
-    """GFPGAN's identity loss with switches for the usual mistakes."""
+                      gray: str = "luma", loss: Callable = F.l1_loss, norm: bool = False, detach: bool = True
+                      ) -> torch.Tensor:
+    """GFPGAN's identity loss with switches for the usual mistakes (``loss``: any ``(e_out, e_target)`` loss)."""
     def embed(x: torch.Tensor) -> torch.Tensor:
         e = model(preprocess(x.mean(1, keepdim=True) if gray == "mean" else x, (-1.0, 1.0), model.input_size))
         return F.normalize(e, dim=1) if norm else e
-    return weight * loss(embed(output), embed(target).detach())
+    e_target = embed(target)
+    return weight * loss(embed(output), e_target.detach() if detach else e_target)
+
+
+def _one_minus_cosine(e_out: torch.Tensor, e_target: torch.Tensor, dim: int = 1, one: bool = True,
+                      reduce: Callable = torch.mean) -> torch.Tensor:
+    """``mean(1 - cos)`` over the batch, with switches for the usual mistakes."""
+    cosine = F.cosine_similarity(e_out, e_target, dim=dim)
+    return reduce(1 - cosine if one else cosine)
+
+
+def cosine_identity_loss(model: nn.Module, output: torch.Tensor, target: torch.Tensor, weight: float = 1.0
+                         ) -> torch.Tensor:
+    """The reference of chapter 9's exercise: ``weight * mean_n(1 - cos(e(output_n), e(target_n)))``.
+
+    The cosine form of an identity loss (pixel2style2pixel's, for one): GFPGAN's preprocessing and frozen
+    eval-mode network, the target's embedding without a graph, and one minus the cosine similarity of each
+    pair of embeddings, averaged over the batch. Blind to the embeddings' lengths, unlike GFPGAN's L1.
+
+    Shape:
+        - output, target: ``(N, C, H, W)``, C = 1 or 3, values in [-1, 1].
+        - Returns: a scalar.
+    """
+    return _identity_variant(model, output, target, weight, loss=_one_minus_cosine)
 
 
 _IDENTITY = Exercise(
@@ -445,10 +545,9 @@ _IDENTITY = Exercise(
     what="loss and the gradients of output and target")
 
 
-def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
-    """Check a learner's ``identity_loss(model, output, target, weight=10.0)`` (``my_identity_loss``, chapter 9)
-    against :func:`resnet_arcface.learn.losses.identity_loss`, with a small eval-mode ResNetArcFace, RGB images in
-    [-1, 1] of another size than the network's, and the gradients of both image batches."""
+def _identity_cases(fn: Callable[..., torch.Tensor]) -> List[Case]:
+    """The cases of both identity-loss checks: a small eval-mode ResNetArcFace (its mode recorded at each call),
+    RGB images in [-1, 1] of another size than the network's, default and explicit weight."""
     def make(kw: Dict[str, float]) -> Callable[[], Tuple]:
         def inputs() -> Tuple:
             torch.manual_seed(SEED)
@@ -459,8 +558,52 @@ def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
             out, target = (torch.rand(2, 4, 3, 48, 48, generator=torch.Generator().manual_seed(SEED + 6)) * 2 - 1)
             return (model.eval(), out.requires_grad_(), target.requires_grad_()), dict(kw)
         return inputs
-    run_function_check(_IDENTITY, fn, [Case(f"{name_of(fn)}(model, output (4, 3, 48, 48), target{extra})", make(kw))
-                                       for kw, extra in [({}, ""), ({"weight": 2.5}, ", weight=2.5")]])
+    return [Case(f"{name_of(fn)}(model, output (4, 3, 48, 48), target{extra})", make(kw))
+            for kw, extra in [({}, ""), ({"weight": 2.5}, ", weight=2.5")]]
+
+
+def check_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """Check a learner's ``identity_loss(model, output, target, weight=10.0)`` (``my_identity_loss``, chapter 9)
+    against :func:`resnet_arcface.learn.losses.identity_loss`, with a small eval-mode ResNetArcFace, RGB images in
+    [-1, 1] of another size than the network's, and the gradients of both image batches."""
+    run_function_check(_IDENTITY, fn, _identity_cases(fn))
+
+
+def _cosine_variant(model: nn.Module, output: torch.Tensor, target: torch.Tensor, weight: float = 1.0,
+                    gray: str = "luma", **switches: Any) -> torch.Tensor:
+    """The cosine identity loss with switches for the usual mistakes (``switches`` go to :func:`_one_minus_cosine`;
+    ``l1=True``: GFPGAN's L1 instead)."""
+    loss = F.l1_loss if switches.pop("l1", False) else lambda e, t: _one_minus_cosine(e, t, **switches)
+    return _identity_variant(model, output, target, weight, gray=gray, loss=loss)
+
+
+_COSINE = Exercise(
+    "check_cosine_identity_loss", cosine_identity_loss, "(model, output, target, weight=1.0) -> scalar loss",
+    (Mistake("GFPGAN's L1 instead of the cosine: your loss equals weight * mean|e_out - e_target|; this exercise "
+             "asks for weight * mean(1 - cos)", lambda *a, **k: _cosine_variant(*a, **k, l1=True)),
+     Mistake("cosine instead of 1 - cosine: your loss equals weight * mean(cos), which is largest when the two "
+             "faces agree; a loss must be smallest there", lambda *a, **k: _cosine_variant(*a, **k, one=False)),
+     Mistake("cosine along the batch axis: your loss takes the cosine over dim=0 (the images), not dim=1 (the "
+             "embedding's numbers)", lambda *a, **k: _cosine_variant(*a, **k, dim=0)),
+     Mistake("summed over the batch instead of averaged: your loss grows with N; take the mean over the pairs",
+             lambda *a, **k: _cosine_variant(*a, **k, reduce=torch.sum)),
+     Mistake("weight missing: your loss equals the reference's divided by weight",
+             lambda *a, **k: _cosine_variant(*a, **{**k, "weight": 1.0})),
+     Mistake("RGB not converted to gray with GFPGAN's weights: your loss equals the reference's with the channel mean "
+             "as gray; use 0.2989 R + 0.5870 G + 0.1140 B (preprocess does)",
+             lambda *a, **k: _cosine_variant(*a, **k, gray="mean"))),
+    ("preprocess(x, value_range=(-1, 1), size=model.input_size)", "the target's embedding detached",
+     "1 - F.cosine_similarity(e_out, e_target, dim=1), averaged over the batch", "times weight"),
+    {**_IDENTITY.hints, "grad:target": "target not detached: a gradient flows into target; compute the target's "
+                                       "embedding without a graph (torch.no_grad() or .detach()), as GFPGAN does"},
+    after=_IDENTITY.after, what="loss and the gradients of output and target")
+
+
+def check_cosine_identity_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """Check a learner's ``cosine_identity_loss(model, output, target, weight=1.0)`` (``my_cosine_identity_loss``,
+    chapter 9) against :func:`cosine_identity_loss`: the same small eval-mode network and images as
+    :func:`check_identity_loss`, the loss and the gradients of both image batches."""
+    run_function_check(_COSINE, fn, _identity_cases(fn))
 
 
 def _fold_variant(conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: bool = True, beta: bool = True, root: bool = True,
@@ -517,11 +660,111 @@ def check_fold_conv_bn(fn: Callable[[nn.Conv2d, nn.BatchNorm2d], nn.Conv2d]) -> 
                        lambda out, args: out(x[:, :out.in_channels]).detach() if isinstance(out, nn.Conv2d) else out)
 
 
+def _bn_conv_variant(bn: nn.BatchNorm2d, conv: nn.Conv2d, size: Tuple[int, int], axis: int = 1, mean: bool = True,
+                     eps: bool = True, conv_bias: bool = True, bias_map: bool = True
+                     ) -> Tuple[nn.Conv2d, torch.Tensor]:
+    """Folding a BatchNorm BEFORE a convolution, with switches for the usual mistakes (float64, rounded once)."""
+    scale = (bn.weight.double() / (bn.running_var.double() + (bn.eps if eps else 0.0)).sqrt())
+    shift = bn.bias.double() - (scale * bn.running_mean.double() if mean else 0.0)
+    weight = conv.weight.double()
+    bias = conv.bias.double() if conv.bias is not None and conv_bias else None
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                       conv.dilation, bias=False, device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        folded.weight.copy_(weight * scale.view([-1 if d == axis else 1 for d in range(4)]))
+        constant = shift.view(1, -1, 1, 1).expand(1, conv.in_channels, *size)  # what bn adds: the map b
+        if bias_map:  # the convolution of the constant map, zero padding included: exact at the border too
+            shifted = F.conv2d(constant, weight, bias, conv.stride, conv.padding, conv.dilation)[0]
+        else:  # the tempting per-channel bias: as if the padding held b as well
+            shifted = (weight * shift.view(1, -1, 1, 1)).sum((1, 2, 3)) + (bias if bias is not None else 0.0)
+            out = F.conv2d(constant, weight, None, conv.stride, conv.padding, conv.dilation)[0]
+            shifted = shifted.view(-1, 1, 1).expand_as(out)
+    return folded.requires_grad_(False), shifted.to(conv.weight.dtype)
+
+
+def fold_bn_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d, size: Tuple[int, int]) -> Tuple[nn.Conv2d, torch.Tensor]:
+    """The reference of chapter 10's exercise: fold an eval-mode BatchNorm that comes BEFORE a convolution.
+
+    ``conv(bn(x)) == folded(x) + bias_map`` for every ``x`` of spatial size ``size``: bn's scale multiplies
+    each INPUT channel of the filters (scaling commutes with zero padding), and its shift, a constant map,
+    goes through the convolution once, padding included, into a bias *map* (per output position, not per
+    channel: near the border the window also reads the padding's zeros). ``conv.bias`` is added to the map.
+    Arithmetic in float64, rounded once. Neither argument is modified. ``groups=1`` only.
+
+    Returns:
+        ``(folded, bias_map)``: a new ``nn.Conv2d`` without bias, and a tensor ``(C_out, H', W')``.
+
+    Shape:
+        - Input of ``folded``: ``(N, bn.num_features, *size)``.
+        - ``bias_map``: ``(conv.out_channels, H', W')``, broadcast over the batch.
+    """
+    if not isinstance(bn, nn.BatchNorm2d) or not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"fold_bn_conv expects (nn.BatchNorm2d, nn.Conv2d, size), got ({type(bn).__name__}, "
+                         f"{type(conv).__name__}, ...).")
+    if conv.groups != 1 or conv.padding_mode != "zeros" or bn.num_features != conv.in_channels:
+        raise ValueError(f"fold_bn_conv: needs a zero-padded convolution with groups=1 whose {conv.in_channels} "
+                         f"input channels are the BatchNorm's {bn.num_features} (got groups={conv.groups}, "
+                         f"padding_mode={conv.padding_mode!r}).")
+    return _bn_conv_variant(bn, conv, tuple(size))
+
+
+_BN_CONV = Exercise(
+    "check_fold_bn_conv", fold_bn_conv, "(bn, conv, size) -> (nn.Conv2d, bias_map of shape (C_out, H', W'))",
+    (Mistake("a per-channel bias: your bias is the same at every position, as if the padding held bn's shift too; "
+             "near the border the window reads zeros, so the bias must be a map: the convolution of the constant "
+             "map b (padding included)", lambda b, c, s: _bn_conv_variant(b, c, s, bias_map=False)),
+     Mistake("scaled the output-channel axis: a BatchNorm BEFORE the convolution scales its INPUT channels, so "
+             "multiply weight by scale.view(1, -1, 1, 1) (dimension 1)",
+             lambda b, c, s: _bn_conv_variant(b, c, s, axis=0),
+             lambda args: args[0].num_features == args[1].out_channels),
+     Mistake("forgot the running mean: bn's shift is beta - scale * running_mean, not beta",
+             lambda b, c, s: _bn_conv_variant(b, c, s, mean=False)),
+     Mistake("eps missing: scale = gamma / sqrt(running_var + eps), with the BatchNorm's eps",
+             lambda b, c, s: _bn_conv_variant(b, c, s, eps=False)),
+     Mistake("forgot the convolution's own bias: add conv.bias to the bias map",
+             lambda b, c, s: _bn_conv_variant(b, c, s, conv_bias=False), lambda args: args[1].bias is not None)),
+    ("scale = gamma / sqrt(running_var + eps) per INPUT channel", "weight * scale.view(1, -1, 1, 1)",
+     "bias map = conv applied to the constant map shift = beta - scale * running_mean (with zero padding), "
+     "plus conv.bias"),
+    {"error:size of tensor": "scaled the wrong axis: a BatchNorm before the convolution scales its INPUT channels, "
+                             "so multiply weight by scale.view(1, -1, 1, 1) (dimension 1)"},
+    after=lambda args, ref_args: "" if all(torch.equal(a, b) for i in (0, 1) for a, b in zip(
+        args[i].state_dict().values(), ref_args[i].state_dict().values())) else "your function changed the "
+    "BatchNorm or the convolution it was given; build a new nn.Conv2d", what="folded(x) + bias_map")
+
+
+def check_fold_bn_conv(fn: Callable[..., Tuple[nn.Conv2d, torch.Tensor]]) -> None:
+    """Check a learner's ``fold_bn_conv(bn, conv, size)`` (``my_fold_bn_conv``, chapter 10) against
+    :func:`fold_bn_conv`: ``folded(x) + bias_map`` on an input of that size, for zero-padded convolutions with
+    and without bias, stride 1 and 2, square and oblong maps, and BatchNorms with random statistics."""
+    def make(cin: int, cout: int, k: int, stride: int, bias: bool, size: Tuple[int, int]) -> Callable[[], Tuple]:
+        def inputs() -> Tuple:
+            torch.manual_seed(SEED)
+            bn, conv = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, k, stride, k // 2, bias=bias)
+            randomise(bn)
+            bn.running_var[::2] = 1e-4  # where eps matters
+            return (bn.eval().requires_grad_(False), conv.requires_grad_(False), size), {}
+        return inputs
+
+    def apply(out: Any, args: Tuple) -> Any:
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module)):
+            return out  # the engine names what came back
+        x = torch.randn(2, args[0].num_features, *args[2], generator=torch.Generator().manual_seed(SEED + 2))
+        return (out[0](x) + torch.as_tensor(out[1])).detach()
+    run_function_check(_BN_CONV, fn, [
+        Case(f"{name_of(fn)}(BatchNorm2d({i}), Conv2d({i}, {o}, {k}x{k}, stride={s}, padding={k // 2}, bias={b}), "
+             f"size={hw})", make(i, o, k, s, b, hw), grads=False)
+        for i, o, k, s, b, hw in [(8, 8, 3, 1, False, (7, 7)), (4, 8, 3, 2, True, (9, 6)), (6, 5, 5, 1, True, (8, 8))]],
+        apply)
+
+
 #: The grader's registry: exercise id -> (the learner's object's name in the chapter notebook, its check).
 EXERCISES: Dict[str, Tuple[str, Callable[[Any], None]]] = {
     "conv3x3": ("my_conv3x3", check_conv3x3), "basic_block": ("MyBasicBlock", check_basic_block),
     "bottleneck": ("MyBottleneck", check_bottleneck), "se_block": ("MySEBlock", check_se_block),
     "ir_block": ("MyIRBlock", check_ir_block), "resnet_arcface": ("MyResNetArcFace", check_resnet_arcface),
-    "arcface_logits": ("my_arcface_logits", check_arcface_logits), "tar_at_far": ("my_tar_at_far", check_tar_at_far),
-    "identity_loss": ("my_identity_loss", check_identity_loss), "fold_conv_bn": ("my_fold_conv_bn", check_fold_conv_bn),
+    "easy_margin_logits": ("my_easy_margin_logits", check_easy_margin_logits),
+    "tar_at_far": ("my_tar_at_far", check_tar_at_far),
+    "cosine_identity_loss": ("my_cosine_identity_loss", check_cosine_identity_loss),
+    "fold_bn_conv": ("my_fold_bn_conv", check_fold_bn_conv),
 }

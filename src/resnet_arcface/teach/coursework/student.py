@@ -3,7 +3,9 @@
 Chapters mark answers with cell tags (CONTRIBUTING.md, "How a chapter is written"); nothing here parses markdown.
 Cells tagged ``remove-student`` are removed by nbconvert's ``TagRemovePreprocessor``; in each code cell tagged
 ``solution`` every ``# BEGIN SOLUTION`` ... ``# END SOLUTION`` region becomes ``raise NotImplementedError(...)``
-(:func:`stub_source`) and the cell is retagged ``exercise``. ``make student`` writes ``student/notebooks/`` (all
+(:func:`stub_source`) and the cell is retagged ``exercise``; cells tagged ``clear-output-student`` (the
+measurement right under a predict-then-measure prompt) keep their code but lose their outputs, so the learner
+predicts before running them. ``make student`` writes ``student/notebooks/`` (all
 outputs cleared) and ``student/_build/html``, built from a stubbed copy of the sources (``student/_source``) with
 sphinx-exercise's ``hide_solutions``, execution off (the pages keep the instructor notebooks' outputs, except the
 stubs' and their self-checks') and no launch buttons (they would open the instructor notebooks).
@@ -33,7 +35,7 @@ import nbformat  # noqa: E402
 from nbconvert.preprocessors import ClearOutputPreprocessor, TagRemovePreprocessor
 
 STUB_MESSAGE = "Exercise: write this part, then run the self-check below"
-SOLUTION_TAG, REMOVE_TAG = "solution", "remove-student"
+SOLUTION_TAG, REMOVE_TAG, CLEAR_TAG = "solution", "remove-student", "clear-output-student"
 _BEGIN = re.compile(r"^(?P<indent>[ \t]*)#\s*BEGIN SOLUTION\b")
 _END = re.compile(r"^[ \t]*#\s*END SOLUTION\b")
 _DIRECTIVE = re.compile(r"^[ \t]*(`{3,}|:{3,})[ \t]*\{solution(-start|-end)?\}", re.M)
@@ -98,8 +100,8 @@ def stub_notebook(nb: nbformat.NotebookNode, name: str = "notebook", keep_output
     Args:
         nb: An instructor notebook.
         name: Names the notebook in error messages.
-        keep_outputs: Keep the outputs of the cells that are neither stubs nor the self-check right after one
-            (the staged HTML book); otherwise every output is cleared.
+        keep_outputs: Keep the outputs of the cells that are neither stubs, nor the self-check right after one,
+            nor tagged ``clear-output-student`` (the staged HTML book); otherwise every output is cleared.
 
     Raises:
         SolutionMarkerError: see :func:`stub_source`, or a solution directive in a cell not tagged
@@ -122,7 +124,8 @@ def stub_notebook(nb: nbformat.NotebookNode, name: str = "notebook", keep_output
         if SOLUTION_TAG in tags:
             cell.source = stub_source(cell.source, where)
             cell.metadata["tags"] = ["exercise" if t == SOLUTION_TAG else t for t in tags]
-        if SOLUTION_TAG in tags or after_stub:  # the stub and its self-check show no (instructor) output
+        if SOLUTION_TAG in tags or after_stub or CLEAR_TAG in tags:  # no (instructor) output: stubs, their
+            # self-checks, and measurements that would answer a predict prompt
             cell.outputs, cell.execution_count = [], None
         after_stub = SOLUTION_TAG in tags
     nb, _ = TagRemovePreprocessor(remove_cell_tags={REMOVE_TAG}).preprocess(nb, {})
