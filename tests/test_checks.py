@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import resnet_arcface as ra
+from resnet_arcface.data.augment import warp
 from resnet_arcface.deploy.inference import fold_conv_bn
 from resnet_arcface.learn.losses import arcface_logits, identity_loss
 from resnet_arcface.eval.verify import tar_at_far
@@ -28,7 +29,7 @@ from resnet_arcface.teach.exercises import (EXERCISES, check_arcface_logits, che
                                             check_identity_loss, check_ir_block, check_resnet_arcface,
                                             check_se_block, check_tar_at_far, easy_margin_logits,
                                             check_cosine_identity_loss, check_fold_bn_conv,
-                                            cosine_identity_loss, fold_bn_conv)
+                                            cosine_identity_loss, fold_bn_conv, check_warp)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mutants import MUTANTS  # noqa: E402
@@ -221,18 +222,28 @@ def scratch_fold_conv_bn(conv, bn):
     return folded
 
 
+def scratch_warp(images, angle, scale, shift):
+    a = angle * math.pi / 180
+    rows = [torch.stack([torch.cos(a), -torch.sin(a), -2 * shift[:, 0] * scale], 1),
+            torch.stack([torch.sin(a), torch.cos(a), -2 * shift[:, 1] * scale], 1)]
+    theta = torch.stack(rows, 1) / scale[:, None, None]
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, padding_mode="border", align_corners=False).clamp(0, 1)
+
+
 CORRECT = [
     ("conv3x3", scratch_conv3x3), ("basic_block", ScratchBasicBlock), ("bottleneck", ScratchBottleneck),
     ("se_block", ScratchSEBlock), ("ir_block", ScratchIRBlock), ("resnet_arcface", ScratchResNetArcFace),
     ("easy_margin_logits", scratch_easy_margin_logits), ("tar_at_far", scratch_tar_at_far),
     ("cosine_identity_loss", scratch_cosine_identity_loss), ("fold_bn_conv", scratch_fold_bn_conv),
+    ("warp", scratch_warp),
 ]
 #: The package's own answers: they pass every comparison and are then rejected, because reuse is checked last.
 REFERENCES = [("conv3x3", ra.conv3x3), ("basic_block", ra.BasicBlock), ("bottleneck", ra.Bottleneck),
               ("se_block", ra.SEBlock), ("ir_block", ra.IRBlock), ("resnet_arcface", ra.ResNetArcFace),
               ("easy_margin_logits", easy_margin_logits), ("tar_at_far", tar_at_far),
               ("cosine_identity_loss", cosine_identity_loss),
-              ("fold_bn_conv", fold_bn_conv)]
+              ("fold_bn_conv", fold_bn_conv), ("warp", warp)]
 #: Checks of what chapters 9 and 10 build in their text (not exercises, not in the registry), kept for instructors.
 RETIRED = {"identity_loss": check_identity_loss, "fold_conv_bn": check_fold_conv_bn}
 
@@ -406,11 +417,11 @@ def test_registry_matches_the_chapters():
         "conv3x3": "my_conv3x3", "basic_block": "MyBasicBlock", "bottleneck": "MyBottleneck",
         "se_block": "MySEBlock", "ir_block": "MyIRBlock", "resnet_arcface": "MyResNetArcFace",
         "easy_margin_logits": "my_easy_margin_logits", "tar_at_far": "my_tar_at_far",
-        "cosine_identity_loss": "my_cosine_identity_loss", "fold_bn_conv": "my_fold_bn_conv"}
+        "cosine_identity_loss": "my_cosine_identity_loss", "fold_bn_conv": "my_fold_bn_conv", "warp": "my_warp"}
     assert [v[1] for v in EXERCISES.values()] == [check_conv3x3, check_basic_block, check_bottleneck,
                                                    check_se_block, check_ir_block, check_resnet_arcface,
                                                    check_easy_margin_logits, check_tar_at_far,
-                                                   check_cosine_identity_loss, check_fold_bn_conv]
+                                                   check_cosine_identity_loss, check_fold_bn_conv, check_warp]
 
 
 class _NoArguments(nn.Module):

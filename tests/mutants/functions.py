@@ -243,3 +243,20 @@ def fold_before_without_eps(bn, conv, size):
 @mutant("fold_bn_conv", "forgot the convolution's own bias")
 def fold_before_without_conv_bias(bn, conv, size):
     return fold_before(bn, conv, size, conv_bias=False)
+
+
+def scratch_warp(images, angle, scale, shift, turn=1.0, zoom=1.0, move=2.0):
+    """Rotate, zoom and shift about the centre, written from scratch; the switches make chapter 11's mistakes."""
+    a = torch.deg2rad(angle * turn)
+    s = scale ** zoom
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    theta = torch.stack([torch.stack([cos, -sin, -move * shift[:, 0]], 1),
+                         torch.stack([sin, cos, -move * shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp(0, 1)
+
+
+_variant("warp", "warp_rotation_reversed", "rotation the wrong way round", scratch_warp, turn=-1.0)
+_variant("warp", "warp_zoom_inverted", "zoom inverted", scratch_warp, zoom=-1.0)
+_variant("warp", "warp_shift_reversed", "shift the wrong way", scratch_warp, move=-2.0)
+_variant("warp", "warp_shift_halved", "shift half as large", scratch_warp, move=1.0)

@@ -28,6 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..nn.blocks import BasicBlock, Bottleneck, IRBlock
 from .checks import SEED, Case, Exercise, Mistake, name_of, randomise, run_check, run_function_check, validate
 from ..nn.conv import conv3x3
+from ..data.augment import warp
 from ..data.transforms import preprocess
 from ..deploy.inference import fold_conv_bn
 from ..learn.losses import arcface_logits, cosface_logits, identity_loss
@@ -39,7 +40,7 @@ __all__ = ["EXERCISES", "check_conv3x3", "check_basic_block", "check_bottleneck"
            "check_resnet_arcface", "check_arcface_logits", "check_easy_margin_logits", "easy_margin_logits",
            "check_tar_at_far", "check_identity_loss",
            "check_fold_conv_bn", "check_cosine_identity_loss", "check_fold_bn_conv", "cosine_identity_loss",
-           "fold_bn_conv"]
+           "fold_bn_conv", "check_warp"]
 
 
 def seeded_input(*shape: int) -> Callable[[], torch.Tensor]:
@@ -768,3 +769,44 @@ EXERCISES: Dict[str, Tuple[str, Callable[[Any], None]]] = {
     "cosine_identity_loss": ("my_cosine_identity_loss", check_cosine_identity_loss),
     "fold_bn_conv": ("my_fold_bn_conv", check_fold_bn_conv),
 }
+
+
+# --- Chapter 11: the geometric augmentation (warp) -----------------------------------------------------------------
+
+_WARP = Exercise(
+    "check_warp", warp, "(images, angle, scale, shift) -> images",
+    (Mistake("rotation the wrong way round: your output equals the reference's rotated by -angle; affine_grid maps "
+             "each OUTPUT pixel to where it is read in the input, so the matrix is the inverse motion (and the image's "
+             "y axis points down)", lambda x, a, s, t: warp(x, -a, s, t)),
+     Mistake("zoom inverted: your output equals the reference's with 1 / scale; scale > 1 must zoom IN (sample a "
+             "smaller region of the input), so the sampling matrix divides by scale", lambda x, a, s, t: warp(x, a, 1 / s, t)),
+     Mistake("shift the wrong way: your output equals the reference's with -shift; the content must move by +shift "
+             "(right and down), so the sampling grid moves by -shift", lambda x, a, s, t: warp(x, a, s, -t)),
+     Mistake("shift half as large: your output equals the reference's with shift / 2; affine_grid's coordinates run "
+             "from -1 to 1, so a fraction of the side is 2 * shift in them", lambda x, a, s, t: warp(x, a, s, t / 2))),
+    ("theta = [[cos/scale, -sin/scale, -2 dx], [sin/scale, cos/scale, -2 dy]] with angle in radians",
+     "F.affine_grid(theta, images.shape, align_corners=False)",
+     "F.grid_sample(..., mode='bilinear', padding_mode='border', align_corners=False), clamped to [0, 1]"),
+    {"error:Expected a batch of 2D affine matrices": "theta has the wrong shape: affine_grid wants one 2 x 3 matrix "
+                                                    "per image, (N, 2, 3)"},
+    what="the warped images")
+
+
+def check_warp(fn: Callable[..., torch.Tensor]) -> None:
+    """Check a learner's ``warp(images, angle, scale, shift)`` (``my_warp``, chapter 11) against
+    :func:`resnet_arcface.data.augment.warp`: a rotation alone, a zoom alone, a shift alone, and all three at once,
+    on random images whose borders differ from their centre (so the padding mode shows)."""
+    def make(angle: Sequence[float], scale: Sequence[float], shift: Sequence[Tuple[float, float]]) -> Callable[[], Tuple]:
+        def inputs() -> Tuple:
+            images = torch.rand(len(angle), 1, 12, 16, generator=torch.Generator().manual_seed(SEED + 7))
+            return (images, torch.tensor(angle), torch.tensor(scale), torch.tensor(shift)), {}
+        return inputs
+    configs = [("rotation only", [20.0, -35.0], [1.0, 1.0], [(0.0, 0.0), (0.0, 0.0)]),
+               ("zoom only", [0.0, 0.0], [1.3, 0.8], [(0.0, 0.0), (0.0, 0.0)]),
+               ("shift only", [0.0, 0.0], [1.0, 1.0], [(0.125, 0.0), (0.0, -0.25)]),
+               ("rotation, zoom and shift", [12.0, -8.0], [1.15, 0.9], [(0.06, -0.04), (-0.05, 0.03)])]
+    run_function_check(_WARP, fn, [Case(f"{name_of(fn)}(images, angle, scale, shift), {text}", make(a, s, t),
+                                        grads=False) for text, a, s, t in configs])
+
+
+EXERCISES["warp"] = ("my_warp", check_warp)
