@@ -618,6 +618,14 @@ def _fold_variant(conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: bool = True, beta: 
     return folded
 
 
+def _left_alone(args: Sequence[Any], ref_args: Sequence[Any]) -> str:
+    """A fold must build new modules: a message if the learner's function changed the two it was given."""
+    same = all(torch.equal(x, y) for i in (0, 1) for x, y in zip(args[i].state_dict().values(),
+                                                                 ref_args[i].state_dict().values()))
+    return "" if same else ("your function changed the convolution or the BatchNorm it was given; build a new "
+                            "nn.Conv2d")
+
+
 _FOLD = Exercise(
     "check_fold_conv_bn", fold_conv_bn, "(conv, bn) -> nn.Conv2d",
     (Mistake("forgot the BN bias (beta): your folded bias lacks + bn.bias",
@@ -637,9 +645,7 @@ _FOLD = Exercise(
      "bias = (conv.bias or 0 - running_mean) * scale + beta"),
     {"error:size of tensor": "scaled the wrong axis: BatchNorm scales each OUTPUT channel, so multiply weight by "
                              "scale.view(-1, 1, 1, 1) (dimension 0)"},
-    after=lambda args, ref_args: "" if all(torch.equal(a, b) for i in (0, 1) for a, b in zip(
-        args[i].state_dict().values(), ref_args[i].state_dict().values())) else "your function changed the "
-    "convolution or the BatchNorm it was given; build a new nn.Conv2d", what="the folded convolution's output")
+    after=_left_alone, what="the folded convolution's output")
 
 
 def check_fold_conv_bn(fn: Callable[[nn.Conv2d, nn.BatchNorm2d], nn.Conv2d]) -> None:
@@ -729,9 +735,7 @@ _BN_CONV = Exercise(
      "plus conv.bias"),
     {"error:size of tensor": "scaled the wrong axis: a BatchNorm before the convolution scales its INPUT channels, "
                              "so multiply weight by scale.view(1, -1, 1, 1) (dimension 1)"},
-    after=lambda args, ref_args: "" if all(torch.equal(a, b) for i in (0, 1) for a, b in zip(
-        args[i].state_dict().values(), ref_args[i].state_dict().values())) else "your function changed the "
-    "BatchNorm or the convolution it was given; build a new nn.Conv2d", what="folded(x) + bias_map")
+    after=_left_alone, what="folded(x) + bias_map")
 
 
 def check_fold_bn_conv(fn: Callable[..., Tuple[nn.Conv2d, torch.Tensor]]) -> None:
