@@ -315,7 +315,9 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     scale = "" if config.loss == "softmax" else f" (s {config.s:.3g}, m {config.m:g})"
     print(f"{prog}: {args.arch} network at {args.size} px ({sum(p.numel() for p in model.parameters()):,} "
           f"parameters){'' if args.init is None else ' from ' + args.init}, {config.loss} loss{scale}, "
-          f"{config.optimizer} at lr {config.lr:g}, {device}, {args.threads} CPU thread(s)")
+          f"{config.optimizer} at lr {config.lr:g}, {device}, {args.threads} CPU thread(s)"
+          + ("" if distributed.world_size() == 1 else f" in each of {distributed.world_size()} processes "
+             f"(global batch {config.batch_size})"))
     print(f"data: {described}")
     metrics: Dict[str, Any] = {
         "command": "arcface-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
