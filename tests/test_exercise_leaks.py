@@ -93,7 +93,8 @@ def test_every_registered_exercise_is_called_by_a_chapter():
 
 
 @pytest.mark.parametrize("path, exercise", CASES, ids=[f"{p.stem[:2]}-{e}" for p, e in CASES])
-def test_no_cell_above_an_exercise_passes_its_check(path, exercise, monkeypatch):
+def test_no_cell_above_an_exercise_passes_its_check(path, exercise, monkeypatch, full_float32):
+    """The chapters turn TF32 off themselves (full_float32 puts it back afterwards)."""
     import matplotlib
 
     matplotlib.use("Agg")
