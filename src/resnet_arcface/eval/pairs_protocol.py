@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.folders import IMAGE_SUFFIXES, _rgb01
-from ..data.transforms import preprocess
+from ..data.folders import IMAGE_SUFFIXES, load_face
 from .verify import embed, require_finite, roc
 
 
@@ -119,25 +118,16 @@ def image_path(root: Path, name: str, number: int) -> Path:
 
 
 def read_pair_images(root: Path, pairs: PairList, size: int) -> torch.Tensor:
-    """Every photo the pairs use, gray, resized to ``size`` as :func:`~resnet_arcface.preprocess` does, in [0, 1].
+    """Every photo the pairs use, decoded as the folder reader does (:func:`~resnet_arcface.data.load_face`:
+    gray, resized to ``size`` as :func:`~resnet_arcface.preprocess` does), in [0, 1].
 
     Shape:
         - Output: ``(len(pairs.images), 1, size, size)``
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if not Path(root).is_dir():
         raise ValueError(f"--data {root}: no such folder; give the folder of DIR/name/name_%04d.jpg photos.")
-    out = []
-    for name, number in pairs.images:
-        path = image_path(root, name, number)
-        try:
-            with Image.open(path) as img:
-                rgb = _rgb01(ImageOps.exif_transpose(img))
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise ValueError(f"--data: cannot read image {path} ({type(err).__name__}: {err}); replace it.") from None
-        out.append((preprocess(torch.from_numpy(rgb).permute(2, 0, 1), size=size)[0] + 1) / 2)
-    return torch.stack(out)
+    return torch.stack([load_face(image_path(root, name, number), size).float() / 255
+                        for name, number in pairs.images])
 
 
 class FlipSum(nn.Module):
