@@ -17,8 +17,10 @@ fine-tuning, training from scratch); the other 20 are only ever scored, over eve
 - ``... re-initialised``: fine-tuning after drawing the named stages' weights afresh (``fc5`` and ``bn5``, the
   embedding layer; or also ``layer4`` and ``bn4``), the stages that specialised on synthetic identities.
 - ``... layer-3 map`` (``layer-2 map``): the same network's ``layer3`` (``layer2``) output, flattened (1,024
-  (2,048) numbers at 32 px), compared by cosine: not an embedding the package serves, a diagnostic of where
-  identity is lost on real faces.
+  (2,048) numbers at 32 px), compared by cosine: :class:`resnet_arcface.eval.StageFeatures`, what
+  ``arcface-verify --features layer3`` compares.
+- ``... + mirror``: the features of each photo plus those of its mirror image (flip test-time augmentation,
+  :class:`resnet_arcface.eval.FlipSum`, ``arcface-verify --flip``).
 
 Choices (epochs, augmentation, frozen stages, learning rates, the LDA head, re-initialised stages) were made on
 validation identities only, as ``--protocol val`` does, which never looks at the held-out 20: it splits each
@@ -42,7 +44,8 @@ import torch
 import torch.nn.functional as F
 
 from resnet_arcface import __version__, fit, pretrained, resnet_arcface_small
-from resnet_arcface.data import olivetti_faces, preprocess
+from resnet_arcface.data import olivetti_faces
+from resnet_arcface.eval import FlipSum, StageFeatures
 from resnet_arcface.eval.verify import embed, evaluate_embeddings
 from resnet_arcface.learn.config import FINETUNE
 
@@ -125,29 +128,18 @@ def trained(init: str, overrides: Dict[str, Any], x_fit: torch.Tensor, y_fit: to
     return _TRAINED[key]
 
 
-@torch.no_grad()
-def feature_map(model: Any, images: torch.Tensor, stage: str) -> np.ndarray:
-    """The network's ``layer2`` or ``layer3`` output, flattened: a diagnostic of where the embedding loses identity.
-
-    Shape:
-        - images: ``(N, 1, H, W)`` in [0, 1]
-        - Output: ``(N, 32 * 8 * 8)`` (``layer2``) or ``(N, 64 * 4 * 4)`` (``layer3``), small network at 32 px
-    """
-    x = preprocess(images, size=model.input_size)
-    x = model.layer2(model.layer1(model.maxpool(model.prelu(model.bn1(model.conv1(x))))))
-    return (x if stage == "layer2" else model.layer3(x)).flatten(1).numpy()
-
-
-def network(init: str, head: str = "embedding", reinit: Tuple[str, ...] = (), **overrides: Any) -> Features:
+def network(init: str, head: str = "embedding", reinit: Tuple[str, ...] = (), mirror: bool = False,
+            **overrides: Any) -> Features:
     """A method that reads the network of :func:`trained`: its embedding (``head="embedding"``), an LDA head
     fitted on the training identities' embeddings (``"lda"``), or its layer-2 or layer-3 map (``"layer2"``,
-    ``"layer3"``)."""
+    ``"layer3"``, read by :class:`resnet_arcface.eval.StageFeatures`); ``mirror`` adds the mirror image's
+    features (:class:`resnet_arcface.eval.FlipSum`, flip test-time augmentation)."""
     def features(x_fit: torch.Tensor, y_fit: torch.Tensor, x_score: torch.Tensor, seed: int) -> np.ndarray:
         model = trained(init, overrides, x_fit, y_fit, seed, reinit)
-        if head in ("layer2", "layer3"):
-            return feature_map(model, x_score, head)
-        scored = embed(model, x_score).numpy()
-        return lda_head(embed(model, x_fit).numpy(), y_fit, scored) if head == "lda" else scored
+        reader = StageFeatures(model, "embedding" if head == "lda" else head)
+        reader = FlipSum(reader) if mirror else reader
+        scored = embed(reader, x_score).numpy()
+        return lda_head(embed(reader, x_fit).numpy(), y_fit, scored) if head == "lda" else scored
 
     return features
 
@@ -160,13 +152,18 @@ METHODS: Dict[str, Features] = {
     "shipped, as is": network("synthetic", epochs=0),
     "shipped frozen + LDA head": network("synthetic", "lda", epochs=0),
     "shipped frozen, layer-3 map": network("synthetic", "layer3", epochs=0),
+    "shipped frozen, layer-3 map + mirror": network("synthetic", "layer3", mirror=True, epochs=0),
     "scratch, flip": network("scratch", augment="flip"),
     "scratch, flip, layer-3 map": network("scratch", "layer3", augment="flip"),
+    "scratch, flip, + mirror": network("scratch", mirror=True, augment="flip"),
+    "scratch, flip, layer-3 map + mirror": network("scratch", "layer3", mirror=True, augment="flip"),
     "scratch, faces": network("scratch"),
     "scratch, faces + LDA head": network("scratch", "lda"),
     "scratch, faces, layer-3 map": network("scratch", "layer3"),
     "scratch, faces, layer-2 map": network("scratch", "layer2"),
     "fine-tune, flip": network("synthetic", augment="flip"),
+    "fine-tune, flip, + mirror": network("synthetic", mirror=True, augment="flip"),
+    "fine-tune, flip, layer-3 map + mirror": network("synthetic", "layer3", mirror=True, augment="flip"),
     "fine-tune, faces": network("synthetic"),
     "fine-tune, faces + LDA head": network("synthetic", "lda"),
     "fine-tune, faces, layer-3 map": network("synthetic", "layer3"),

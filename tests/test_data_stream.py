@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 
 from resnet_arcface import synthetic_faces
 from resnet_arcface.cli.pack import main as pack_main
-from resnet_arcface.data.folders import FaceFolder, UnreadableImageError, load_face, read_image_folder
+from resnet_arcface.data.folders import (FaceFolder, UnreadableImageError, load_face, read_image_folder,
+                                        write_image_folder)
 from resnet_arcface.data.packed import PackedFaces, open_faces, pack_faces
 from single_thread import one_thread  # noqa: F401  (autouse: these tests run on one CPU thread)
 
@@ -56,6 +57,21 @@ def test_read_image_folder_stacks_the_items(tmp_path):
     assert images.dtype == torch.float32 and images.shape == (12, 1, 16, 16) and names == faces.names
     assert torch.equal(labels, faces.labels)
     assert torch.equal(images[7], faces[7][0].float() / 255)
+
+
+def test_write_image_folder_round_trips_through_the_reader(tmp_path):
+    images, labels = synthetic_faces(3, 4, size=32, seed=5)
+    folders = write_image_folder(images, labels, tmp_path / "faces")
+    assert [f.name for f in folders] == ["person_000", "person_001", "person_002"]
+    back, back_labels, names = read_image_folder(tmp_path / "faces", 32)
+    assert names == [f.name for f in folders] and torch.equal(back_labels, labels)
+    torch.testing.assert_close(back, (images * 255).round() / 255)  # 8-bit PNGs: exact on the 8-bit grid
+    with pytest.raises(ValueError, match="not empty"):
+        write_image_folder(images, labels, tmp_path / "faces")
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        write_image_folder(images * 2, labels, tmp_path / "other")
+    with pytest.raises(ValueError, match=r"expected images \(N, 1 or 3, H, W\) and N labels"):
+        write_image_folder(images[:, 0], labels, tmp_path / "other")
 
 
 def test_the_data_set_holds_no_pixels(tmp_path):

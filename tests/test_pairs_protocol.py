@@ -1,4 +1,4 @@
-"""resnet_arcface.eval.pairs_protocol: LFW-style pairs files, 10-fold accuracy and flip test-time augmentation."""
+"""resnet_arcface.eval.pairs_protocol: LFW-style pairs files and 10-fold accuracy, with and without flips."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +7,8 @@ from PIL import Image
 from torch import nn
 
 from resnet_arcface import resnet_arcface_small, synthetic_faces
-from resnet_arcface.eval.pairs_protocol import (FlipSum, evaluate_pairs, image_path, kfold_accuracy, pair_cosines,
+from resnet_arcface.eval.readout import FlipSum
+from resnet_arcface.eval.pairs_protocol import (evaluate_pairs, image_path, kfold_accuracy, pair_cosines,
                                                 read_pair_images, read_pairs)
 from resnet_arcface.eval.verify import embed
 from cli_run import run_main
@@ -115,33 +116,6 @@ def test_kfold_threshold_comes_from_the_other_folds():
     assert out["thresholds"][0] == pytest.approx(0.8) and out["fold_accuracies"][0] == 0.5
     with pytest.raises(ValueError, match="at least 2 folds"):
         kfold_accuracy(scores, same, torch.zeros(6, dtype=torch.long))
-
-
-class _Asymmetric(nn.Module):
-    """Embedding = the left and right halves' mean pixels: a mirror image swaps them."""
-
-    input_size = 8
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x):
-        return self.scale * torch.stack([x[..., :4].mean((1, 2, 3)), x[..., 4:].mean((1, 2, 3)), x.mean((1, 2, 3))], 1)
-
-
-def test_flip_sums_the_raw_embeddings_of_image_and_mirror():
-    torch.manual_seed(0)
-    model, x = _Asymmetric().train(), torch.rand(5, 1, 8, 8) * 2 - 1
-    flip = FlipSum(model)
-    torch.testing.assert_close(flip(x), model(x) + model(x.flip(-1)))
-    assert flip.input_size == 8 and list(flip.parameters()) == list(model.parameters())
-    images = torch.rand(5, 1, 8, 8)
-    e = embed(flip, images)
-    assert model.training  # embed restores the wrapped model's mode
-    pre = images * 2 - 1  # what embed feeds the model at input_size 8
-    torch.testing.assert_close(e, F.normalize(model(pre) + model(pre.flip(-1)), dim=1))
-    assert not torch.allclose(e, embed(model, images))  # and it changes the embedding of this model
 
 
 def test_pair_cosines_and_non_finite():

@@ -77,7 +77,7 @@ def test_build_trains_every_loss_and_writes_what_pretrained_reads(tmp_path, tiny
     module = tiny_recipe
     report = module.build(tmp_path, losses=("arcface", "softmax"))
     printed = capsys.readouterr().out
-    assert "arcface: AUC" in printed and "softmax: AUC" in printed and "trained in" in printed
+    assert "arcface, seed 0: AUC" in printed and "softmax, seed 2: AUC" in printed and "trained in" in printed
     assert report["loss"] == "arcface" and {"arcface", "softmax", "pixels"} <= set(report["results"])
     assert report["recipe"]["identities"] == 6 and report["command"] == "make weights"
     model = module.ResNetArcFace(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["model"].items()})
@@ -92,3 +92,24 @@ def test_the_weights_command_writes_the_first_loss(tmp_path, tiny_recipe, capsys
         torch.set_num_threads(threads)  # main sets the process's thread count, as a command may
     assert "wrote" in capsys.readouterr().out.splitlines()[-1]
     assert json.loads((tmp_path / "synthetic.json").read_text())["loss"] == "cosface"
+
+
+def test_every_seed_is_recorded_and_added_seeds_leave_the_weights_alone(tmp_path, tiny_recipe, capsys):
+    module = tiny_recipe
+    report = module.build(tmp_path, losses=("arcface", "softmax"), seeds=(0, 1))
+    assert set(report["seeds"]) == {"0", "1"} and set(report["seeds"]["1"]) == {"arcface", "softmax"}
+    assert report["seeds"]["0"]["arcface"]["auc"] == report["results"]["arcface"]["auc"]
+    weights = (tmp_path / "synthetic.pt").read_bytes()
+    added = module.add_seeds(tmp_path, seeds=(2,))
+    assert list(added["seeds"]) == ["0", "1", "2"] and added["seeds_command"] == "arcface-weights --add-seeds 1,2"
+    assert json.loads((tmp_path / "synthetic.json").read_text())["seeds"] == added["seeds"]
+    assert (tmp_path / "synthetic.pt").read_bytes() == weights
+    # Seeds change the training, not the data: two seeds give two different networks.
+    assert added["seeds"]["1"]["arcface"] != added["seeds"]["2"]["arcface"]
+    assert "arcface, seed 2: AUC" in capsys.readouterr().out
+
+
+def test_add_seeds_without_a_build_says_what_to_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as error:
+        weights_command(["--out", str(tmp_path), "--add-seeds", "1"])
+    assert error.value.code == 2 and "run without it first" in capsys.readouterr().err

@@ -203,6 +203,13 @@ def test_verify_refuses_to_guess_the_training_seed(tmp_path, capsys):
     assert status == 0 and "(seed 2003)" in out and "raw pixels" in out, err
     status, out, err = _verify(["--weights", weights, "--synthetic", "3,3", "--flip", *fast], capsys)
     assert status == 0 and "flip" in out, err
+    status, layer3, err = _verify(["--weights", weights, "--synthetic", "3,3", "--features", "layer3", *fast], capsys)
+    assert status == 0 and "layer3 output as its embedding" in layer3, err
+    status, embedding, err = _verify(["--weights", weights, "--synthetic", "3,3", *fast], capsys)
+    network_rows = lambda text: [line.split()[-2] for line in text.splitlines()[2:]]  # the network's column
+    assert network_rows(layer3) != network_rows(embedding)  # another readout, other scores
+    status, out, err = _verify(["--weights", weights, "--synthetic", "3,3", "--features", "fc5", *fast], capsys)
+    assert status == 2 and "invalid choice" in err and not out
 
 
 def test_verify_flags_that_do_not_apply(tmp_path, capsys):

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..data.folders import read_image_folder
-from ..eval.pairs_protocol import FlipSum, evaluate_pairs, kfold_accuracy, pair_cosines, read_pair_images, read_pairs
+from ..eval.readout import READOUTS, FlipSum, StageFeatures
+from ..eval.pairs_protocol import evaluate_pairs, kfold_accuracy, pair_cosines, read_pair_images, read_pairs
 from ..eval.verify import EXACT_MAX_PAIRS, FARS, evaluate, pixel_baseline
 from ..models.checkpoint import CheckpointMismatchError, load_checkpoint
 from .common import (ARCHS, DEFAULT_ARCH, TEST_SEED_OFFSET, VAL_SEED_OFFSET, UsageError, _common_flags, _fail, _Parser,
@@ -49,6 +50,10 @@ def _verify_parser() -> argparse.ArgumentParser:
                         "impostor lines); photo n of name is DIR/name/name_%%04d.jpg")
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation: embed each image and its "
                         "mirror and sum the two embeddings (InsightFace's verification does)")
+    parser.add_argument("--features", choices=READOUTS, default="embedding", metavar="STAGE",
+                        help="what to compare: the network's embedding (default), or the flattened output of an earlier "
+                             f"stage, one of {', '.join(READOUTS[:-1])} (on a new domain with few training identities "
+                             "an earlier stage can verify new people better; see chapter 11)")
     parser.add_argument("--batch-size", type=_positive(int), default=256, metavar="N", help="images per forward pass")
     return parser
 
@@ -126,8 +131,10 @@ def verify_main(argv: Optional[Sequence[str]] = None) -> int:
             _need_pairs(labels, described)
     except (UsageError, ValueError) as err:
         return _fail(prog, str(err))
-    network = FlipSum(model) if args.flip else model
-    tta = ", flip test-time augmentation for the network" if args.flip else ""
+    network = StageFeatures(model, args.features)
+    network = FlipSum(network) if args.flip else network
+    tta = ("" if args.features == "embedding" else f", the network's {args.features} output as its embedding") + (
+        ", flip test-time augmentation for the network" if args.flip else "")
     if args.pairs is not None:
         genuine = int(pairs.same.sum())
         rows = {"network": evaluate_pairs(network.to(device), images, pairs, batch_size=args.batch_size),

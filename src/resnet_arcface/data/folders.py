@@ -229,6 +229,38 @@ def read_image_folder(root: Path, size: int) -> Tuple[torch.Tensor, torch.Tensor
     return images, faces.labels.clone(), list(faces.names)
 
 
+def write_image_folder(images: torch.Tensor, labels: torch.Tensor, root: Union[str, Path],
+                       prefix: str = "person") -> List[Path]:
+    """Write a labelled data set as ``root/<prefix>_<label>/<index>.png``: what ``arcface-train --data`` reads.
+
+    8-bit PNGs, gray for one channel and RGB for three, rounded to the nearest of 256 levels. Refuses a
+    ``root`` that already holds files, so two data sets are never mixed in one folder.
+
+    Returns:
+        The identity folders written, in label order.
+
+    Shape:
+        - images: ``(N, 1 or 3, H, W)`` in [0, 1]
+        - labels: ``(N,)`` integers
+    """
+    Image = require("PIL.Image", "data", "write_image_folder")
+    images, labels, root = torch.as_tensor(images), torch.as_tensor(labels), Path(root)
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or len(images) != len(labels):
+        raise ValueError(f"write_image_folder: expected images (N, 1 or 3, H, W) and N labels, got "
+                         f"{tuple(images.shape)} and {tuple(labels.shape)}.")
+    if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        raise ValueError("write_image_folder: images must be finite and in [0, 1]; scale them first.")
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"write_image_folder: {root} is not empty; choose a new folder.")
+    pixels = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    folders = {}
+    for index, (array_, label) in enumerate(zip(pixels, labels.tolist())):
+        folder = folders.setdefault(label, root / f"{prefix}_{label:03d}")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array_[..., 0] if array_.shape[-1] == 1 else array_).save(folder / f"{index:05d}.png")
+    return [folders[label] for label in sorted(folders)]
+
+
 def _rgb01(img: Any) -> np.ndarray:
     """A Pillow image as float32 RGB in [0, 1], (H, W, 3).
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.folders import IMAGE_SUFFIXES, load_face
+from .readout import FlipSum
 from .verify import embed, require_finite, roc
 
 
@@ -128,32 +129,6 @@ def read_pair_images(root: Path, pairs: PairList, size: int) -> torch.Tensor:
         raise ValueError(f"--data {root}: no such folder; give the folder of DIR/name/name_%04d.jpg photos.")
     return torch.stack([load_face(image_path(root, name, number), size).float() / 255
                         for name, number in pairs.images])
-
-
-class FlipSum(nn.Module):
-    """Flip test-time augmentation: ``model(x) + model(mirror of x)``, as InsightFace's verification sums them.
-
-    The sum is of the raw embeddings; :func:`~resnet_arcface.eval.verify.embed` normalises it afterwards. Both
-    halves go through ``model`` as one batch (in eval mode a batch's rows do not affect each other). Other
-    attributes (``input_size``) are those of ``model``.
-
-    Shape:
-        - x: ``(N, C, H, W)``; Output: ``(N, D)``
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        both = self.model(torch.cat([x, x.flip(-1)]))
-        return both[:len(x)] + both[len(x):]
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("model"), name)
 
 
 def pair_cosines(embeddings: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
