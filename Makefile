@@ -43,7 +43,8 @@ execute: $(STAMP)
 	[nbformat.write(nb, p) for p, nb in nbs.items()]" $(NOTEBOOKS)
 
 # Retrain the weights that ship in the package (src/resnet_arcface/models/weights/: synthetic.pt and synthetic.json)
-# from a fixed seed, on 2 CPU threads: the small network with ArcFace, plus softmax and CosFace on the same budget.
+# on 2 CPU threads: the small network with ArcFace, plus softmax and CosFace on the same budget, each from the
+# training seeds 0, 1 and 2 (learn.recipe.SEEDS; their spread goes into the JSON); seed 0's ArcFace network ships.
 weights: $(STAMP)
 	$(BIN)/arcface-weights --threads 2
 

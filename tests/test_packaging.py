@@ -89,7 +89,12 @@ CORE_ONLY = textwrap.dedent('''
                 "book")
     names_extra(lambda: resnet_arcface.lfw_faces(2), "data")
     names_extra(lambda: resnet_arcface.astronaut_face(), "data")
-    names_extra(lambda: resnet_arcface.data.read_image_folder(Path(tempfile.gettempdir()), 32), "data")
+    photos = Path(tempfile.mkdtemp())  # two people, one file each: the scan needs no Pillow, decoding does
+    for person in ("a", "b"):
+        (photos / person).mkdir()
+        (photos / person / "1.png").write_bytes(b"not decoded before Pillow is asked for")
+    names_extra(lambda: resnet_arcface.data.read_image_folder(photos, 32), "data")
+    names_extra(lambda: resnet_arcface.data.write_image_folder(images, labels, photos / "out"), "data")
     names_extra(lambda: fit(model, images, labels, epochs=1, batch_size=8, progress=True, device="cpu"), "data")
     names_extra(lambda: resnet_arcface.deploy.inference.export_onnx(model.eval(), 32), "fast")
 
