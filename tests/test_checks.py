@@ -20,6 +20,7 @@ from torch import nn
 
 import resnet_arcface as ra
 from resnet_arcface.data.augment import warp
+from resnet_arcface.deploy.folding import fold_bn_conv as _deploy_fold_bn_conv
 from resnet_arcface.deploy.inference import fold_conv_bn
 from resnet_arcface.learn.losses import arcface_logits, identity_loss
 from resnet_arcface.eval.verify import tar_at_far
@@ -294,6 +295,12 @@ def _wrapped_conv3x3(inplanes, outplanes, stride=1):
     return ra.conv3x3(inplanes, outplanes, stride)
 
 
+def _through_the_deploy_fold(bn, conv, size):
+    """Exercise 10.4 answered by the package's deploy fold, which returns a ConvBiasMap instead of a pair."""
+    folded = _deploy_fold_bn_conv(bn, conv, size)
+    return folded.conv, folded.bias_map[0]
+
+
 class _WrappedModel(ra.ResNetArcFace.__mro__[1]):  # nn.Module, holding the package's network
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -308,7 +315,9 @@ class _WrappedModel(ra.ResNetArcFace.__mro__[1]):  # nn.Module, holding the pack
     ("conv3x3", _wrapped_conv3x3, "calls the package's own conv3x3"),
     ("ir_block", _Subclass, "is a subclass of the package's IRBlock"),
     ("ir_block", _Wrapper, "calls the package's own IRBlock (IRBlock.forward)"),
-], ids=["lambda", "function", "subclass", "wrapper-class"])
+    ("fold_bn_conv", _through_the_deploy_fold,
+     "calls the package's own fold_bn_conv (resnet_arcface.deploy.folding.fold_bn_conv)"),
+], ids=["lambda", "function", "subclass", "wrapper-class", "another-package-function"])
 def test_reusing_the_package_is_rejected(exercise, obj, phrase):
     with pytest.raises(CheckFailed, match=re.escape(phrase)):
         EXERCISES[exercise][1](obj)

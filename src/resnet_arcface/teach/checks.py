@@ -86,6 +86,7 @@ class Exercise:
     wording: Dict[str, Tuple[str, str]] = field(default_factory=dict)  # entries added to (or replacing) WORDING's
     rules: Tuple[Callable[..., Optional[Tuple[str, str]]], ...] = ()  # rule(ex, name, ref_sub, got_sub): a problem
     extra_check: Optional[Callable[..., None]] = None  # extra_check(ex, config, module), after the structure
+    also: Tuple[Any, ...] = ()  # other package functions that compute the answer (another signature): reuse too
 
     @property
     def kind(self) -> str:
@@ -377,10 +378,13 @@ def reject_reuse(ex: Exercise, cfg: str, obj: Any, run: Callable[[], Any]) -> No
         ex.fail(cfg, f"{label} is the package's own {kind}, not your implementation", hint)
     if isinstance(obj, type) and isinstance(ref, type) and issubclass(obj, ref):
         ex.fail(cfg, f"{label} is a subclass of the package's {kind}, not your own implementation", hint)
-    members = vars(ref).values() if isinstance(ref, type) else [ref]
-    codes = {inspect.unwrap(f).__code__ for f in members if hasattr(inspect.unwrap(f), "__code__")}
+    for other in ex.also:
+        if obj is other:
+            ex.fail(cfg, f"{label} is the package's {other.__module__}.{other.__name__}, not your implementation", hint)
+    members = [*(vars(ref).values() if isinstance(ref, type) else [ref]), *ex.also]
+    codes = {inspect.unwrap(f).__code__: f for f in members if hasattr(inspect.unwrap(f), "__code__")}
     previous = sys.getprofile()
-    sys.setprofile(lambda frame, event, _: seen.append(frame.f_code.co_name)
+    sys.setprofile(lambda frame, event, _: seen.append(codes[frame.f_code])
                    if event == "call" and frame.f_code in codes else None)
     try:
         with torch.random.fork_rng(devices=[]):
@@ -390,7 +394,9 @@ def reject_reuse(ex: Exercise, cfg: str, obj: Any, run: Callable[[], Any]) -> No
     finally:
         sys.setprofile(previous)
     if seen:
-        ex.fail(cfg, f"{label} calls the package's own {kind} ({kind}.{seen[0]}): it wraps the answer instead of "
+        where = (f"{kind}.{seen[0].__name__}" if seen[0] not in ex.also
+                 else f"{seen[0].__module__}.{seen[0].__name__}")
+        ex.fail(cfg, f"{label} calls the package's own {kind} ({where}): it wraps the answer instead of "
                 "implementing it", hint)
 
 

@@ -30,6 +30,7 @@ from .checks import SEED, Case, Exercise, Mistake, name_of, randomise, run_check
 from ..nn.conv import conv3x3
 from ..data.augment import warp
 from ..data.transforms import preprocess
+from ..deploy import folding
 from ..deploy.inference import fold_conv_bn
 from ..learn.losses import arcface_logits, cosface_logits, identity_loss
 from ..nn.model import ResNetArcFace
@@ -735,7 +736,8 @@ _BN_CONV = Exercise(
      "plus conv.bias"),
     {"error:size of tensor": "scaled the wrong axis: a BatchNorm before the convolution scales its INPUT channels, "
                              "so multiply weight by scale.view(1, -1, 1, 1) (dimension 1)"},
-    after=_left_alone, what="folded(x) + bias_map")
+    after=_left_alone, what="folded(x) + bias_map",
+    also=(folding.fold_bn_conv,))  # the package's own fold, which returns a ConvBiasMap
 
 
 def check_fold_bn_conv(fn: Callable[..., Tuple[nn.Conv2d, torch.Tensor]]) -> None:
