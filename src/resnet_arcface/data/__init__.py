@@ -8,6 +8,6 @@ from .samples import astronaut_face, lfw_faces
 from .synthetic import synthetic_faces
 from .transforms import LUMA, preprocess, to_gray
 
-__all__ = ["preprocess", "to_gray", "LUMA", "astronaut_face", "lfw_faces", "synthetic_faces", "read_image_folder", "write_image_folder",
-           "FaceFolder", "LabelledSubset", "load_face", "PackedFaces", "open_faces", "pack_faces",
+__all__ = ["preprocess", "to_gray", "LUMA", "astronaut_face", "lfw_faces", "synthetic_faces", "read_image_folder",
+           "write_image_folder", "FaceFolder", "LabelledSubset", "load_face", "PackedFaces", "open_faces", "pack_faces",
            "olivetti_faces"]

@@ -10,4 +10,5 @@ from .verify import (EXACT_MAX_PAIRS, FARS, embed, evaluate, evaluate_embeddings
                      roc_auc, summarize_roc, tar_at_far)
 
 __all__ = ["embed", "pair_scores", "roc", "roc_auc", "tar_at_far", "summarize_roc", "evaluate_embeddings",
-           "evaluate", "pixel_baseline", "pair_histogram", "PairHistogram", "FARS", "EXACT_MAX_PAIRS", "StageFeatures", "FlipSum", "READOUTS"]
+           "evaluate", "pixel_baseline", "pair_histogram", "PairHistogram", "FARS", "EXACT_MAX_PAIRS", "StageFeatures",
+           "FlipSum", "READOUTS"]

@@ -57,10 +57,10 @@ def build(out: Union[str, Path] = WEIGHTS_DIR, name: str = "synthetic", losses: 
     Returns:
         The JSON written, as a dict.
     """
-    tic = time.perf_counter()
-    images, labels, test_images, test_labels = _data()
     from ..eval.verify import pixel_baseline
 
+    tic = time.perf_counter()
+    images, labels, test_images, test_labels = _data()
     results: Dict[str, Any] = {"pixels": _rounded(pixel_baseline(test_images, test_labels))}
     by_seed: Dict[str, Any] = {}
     shipped: Optional[ResNetArcFace] = None
@@ -79,7 +79,8 @@ def add_seeds(out: Union[str, Path] = WEIGHTS_DIR, name: str = "synthetic", seed
     """Train every loss of ``out/<name>.json`` from more ``seeds`` and add their results to its ``seeds``.
 
     The shipped weights (``<name>.pt``) are not touched: this records the seed-to-seed spread of a build that
-    was already made, at the cost of the new seeds only.
+    was already made, at the cost of the new seeds only. ``seeds_seconds`` adds up the training time of every
+    such call, also of calls that ran side by side.
     """
     path = Path(out) / f"{name}.json"
     report = json.loads(path.read_text())
